@@ -1,0 +1,107 @@
+//! The PVH entry point.
+//!
+//! Xen starts a PVH guest in 32-bit protected mode with paging off, flat
+//! segments, and %ebx holding the physical address of struct
+//! hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h). We zero
+//! .bss, identity-map the first GiB with 2 MiB pages (enough for the image,
+//! boot stack and start info; `paging::init` replaces these tables with ones
+//! built from the memory map), enter long mode and call `pih_main`.
+
+core::arch::global_asm!(
+    // XEN_ELFNOTE_PHYS32_ENTRY (18 = 0x12), xen/include/public/elfnote.h.
+    ".pushsection .note.Xen, \"a\", @note",
+    ".balign 4",
+    ".long 4",
+    ".long 4",
+    ".long 18",
+    ".asciz \"Xen\"",
+    ".balign 4",
+    ".long pvh_start32",
+    ".balign 4",
+    ".popsection",
+
+    ".pushsection .bss.boot_pagetables, \"aw\", @nobits",
+    ".balign 4096",
+    ".globl boot_pml4",
+    "boot_pml4: .skip 4096",
+    "boot_pdpt: .skip 4096",
+    "boot_pd: .skip 4096",
+    ".popsection",
+
+    ".pushsection .rodata",
+    ".balign 16",
+    "boot_gdt:",
+    ".quad 0",
+    ".quad 0x00af9a000000ffff", // 0x08: 64-bit code
+    ".quad 0x00cf92000000ffff", // 0x10: data
+    "boot_gdt_end:",
+    "boot_gdt_ptr:",
+    ".word boot_gdt_end - boot_gdt - 1",
+    ".long boot_gdt",
+    ".popsection",
+
+    ".pushsection .text.boot32, \"ax\"",
+    ".code32",
+    ".globl pvh_start32",
+    "pvh_start32:",
+    "cli",
+    "cld",
+    "mov %ebx, %esi",
+    // Zero .bss (page tables and stack live there).
+    "mov $__bss_start, %edi",
+    "mov $__bss_end, %ecx",
+    "sub %edi, %ecx",
+    "xor %eax, %eax",
+    "rep stosb",
+    // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB, present|write|large.
+    "mov $boot_pdpt, %eax",
+    "or $0x3, %eax",
+    "mov %eax, boot_pml4",
+    "mov $boot_pd, %eax",
+    "or $0x3, %eax",
+    "mov %eax, boot_pdpt",
+    "xor %ecx, %ecx",
+    "1:",
+    "mov %ecx, %eax",
+    "shl $21, %eax",
+    "or $0x83, %eax",
+    "mov %eax, boot_pd(,%ecx,8)",
+    "inc %ecx",
+    "cmp $512, %ecx",
+    "jb 1b",
+    // CR4.PAE, CR3, EFER.LME, CR0.PG|PE|WP.
+    "mov %cr4, %eax",
+    "or $0x20, %eax",
+    "mov %eax, %cr4",
+    "mov $boot_pml4, %eax",
+    "mov %eax, %cr3",
+    "mov $0xc0000080, %ecx",
+    "rdmsr",
+    "or $0x100, %eax",
+    "wrmsr",
+    "mov %cr0, %eax",
+    "or $0x80010001, %eax",
+    "mov %eax, %cr0",
+    "lgdt boot_gdt_ptr",
+    "ljmp $0x08, $pvh_start64",
+
+    ".code64",
+    "pvh_start64:",
+    "mov $0x10, %eax",
+    "mov %eax, %ds",
+    "mov %eax, %es",
+    "mov %eax, %ss",
+    "xor %eax, %eax",
+    "mov %eax, %fs",
+    "mov %eax, %gs",
+    "mov $__stack_top, %rsp",
+    "xor %ebp, %ebp",
+    "mov %esi, %edi",
+    "call pih_main",
+    "2:",
+    "cli",
+    "hlt",
+    "jmp 2b",
+    ".popsection",
+    options(att_syntax),
+);

@@ -1,0 +1,4 @@
+//! Xen PV device drivers of pih-bridge: the console now, netfront next.
+#![cfg_attr(not(test), no_std)]
+
+pub mod console;

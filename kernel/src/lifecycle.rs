@@ -1,0 +1,116 @@
+//! What the toolstack sees of the domain's life: vif discovery in the
+//! banner, and `xl shutdown` / `xl reboot` through `control/shutdown`
+//! (xen/include/public/io/xenbus.h conventions, as Linux implements them).
+
+use alloc::string::String;
+
+use pih_boot::cpu;
+use pih_control::config::{Config, Role};
+use pih_xen::{clock, events, hvm, info, log, sched, warn};
+
+use crate::xenstore_env::Xs;
+
+const SHUTDOWN_PATH: &str = "control/shutdown";
+const SHUTDOWN_TOKEN: &str = "shutdown";
+/// How often the loop wakes without events (housekeeping later).
+const TICK_NS: u64 = 1_000_000_000;
+
+fn role_name(role: Option<Role>) -> &'static str {
+    match role {
+        Some(Role::External) => "external",
+        Some(Role::Internal) => "internal",
+        Some(Role::Management) => "management",
+        None => "unused",
+    }
+}
+
+/// Lists `device/vif/*` with the role each devid plays.
+pub fn report_vifs(xs: &mut Xs, config: &Config) {
+    let mut ids: alloc::vec::Vec<u32> = match xs.directory("device/vif") {
+        Ok(v) => v.iter().filter_map(|s| s.parse().ok()).collect(),
+        Err(e) if e.is_not_found() => alloc::vec::Vec::new(),
+        Err(e) => {
+            warn!("vifs: cannot list device/vif: {e}");
+            return;
+        }
+    };
+    ids.sort_unstable();
+    let mut list = String::new();
+    for id in &ids {
+        let mac = xs.read(&alloc::format!("device/vif/{id}/mac")).unwrap_or_default();
+        let role = role_name(config.roles.role_of(*id));
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(&alloc::format!("{id} ({role}, mac {mac})"));
+    }
+    info!("vifs: {} found: {}", ids.len(), if list.is_empty() { "none" } else { list.as_str() });
+    for role in [Role::External, Role::Internal, Role::Management] {
+        let devid = config.roles.devid(role);
+        if !ids.contains(&devid) {
+            warn!("vifs: no vif {devid} for the {} role", role_name(Some(role)));
+        }
+    }
+}
+
+/// Tells the toolstack we handle `control/shutdown`, then serves events
+/// until asked to stop.
+pub fn run(mut xs: Xs) -> ! {
+    // libxl offers xenstore-based shutdown to an HVM-style guest only once
+    // it has registered an event callback (libxl__domain_pvcontrol_available).
+    if let Err(e) = hvm::set_callback_vector(cpu::EVENT_VECTOR) {
+        warn!("lifecycle: cannot set the event callback: {e}; xl shutdown will not reach us");
+    }
+    for feature in ["control/feature-poweroff", "control/feature-reboot"] {
+        if let Err(e) = xs.write(feature, "1") {
+            warn!("lifecycle: cannot write {feature}: {e}");
+        }
+    }
+    if let Err(e) = xs.watch(SHUTDOWN_PATH, SHUTDOWN_TOKEN) {
+        warn!("lifecycle: cannot watch {SHUTDOWN_PATH}: {e}");
+    }
+    let xs_port = xs.env().port();
+    info!("ready (boot took {} ms)", clock::uptime_ns() / 1_000_000);
+
+    loop {
+        let _ = events::poll(&[xs_port], clock::system_time_ns() + TICK_NS);
+        if events::take_pending(xs_port) {
+            if let Err(e) = xs.pump() {
+                warn!("xenstore: {e}");
+            }
+        }
+        while let Some(ev) = xs.poll_watch() {
+            if ev.token == SHUTDOWN_TOKEN {
+                handle_shutdown_request(&mut xs);
+            }
+        }
+    }
+}
+
+fn handle_shutdown_request(xs: &mut Xs) {
+    let request = match xs.read(SHUTDOWN_PATH) {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() => return,
+        Err(e) => {
+            warn!("lifecycle: cannot read {SHUTDOWN_PATH}: {e}");
+            return;
+        }
+    };
+    let reason = match request.as_str() {
+        "" => return,
+        "poweroff" | "halt" => sched::ShutdownReason::Poweroff,
+        "reboot" => sched::ShutdownReason::Reboot,
+        other => {
+            warn!("lifecycle: shutdown request {other:?} not supported; ignored");
+            return;
+        }
+    };
+    // Clearing the node acknowledges the request to the toolstack.
+    if let Err(e) = xs.write(SHUTDOWN_PATH, "") {
+        warn!("lifecycle: cannot acknowledge {SHUTDOWN_PATH}: {e}");
+    }
+    let what = if reason == sched::ShutdownReason::Reboot { "reboot" } else { "poweroff" };
+    info!("shutdown: {what} requested by the toolstack");
+    log::flush();
+    sched::shutdown(reason)
+}

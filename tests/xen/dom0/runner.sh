@@ -1,0 +1,85 @@
+#!/bin/bash
+# Runs dom0 scenarios: runner.sh [NAME...] (default: all, sorted).
+# Prints exactly one line per scenario on stdout (the console):
+#   PASS <name>        or        FAIL <name>: <reason>
+# and, after a FAIL, a dump between "===== BEGIN FAIL-DUMP <name> ====="
+# and "===== END FAIL-DUMP <name> =====".
+. /tests/lib.sh
+TIMEOUT=${PIH_SCENARIO_TIMEOUT:-120}
+SCEN_DIR=/tests/scenarios
+
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  for f in "$SCEN_DIR"/*.sh; do [ -e "$f" ] && names+=("$(basename "$f" .sh)"); done
+fi
+
+# run_with_timeout SECS OUT ERR CMD...: runs CMD in its own session so a
+# timeout can kill everything it started. Returns CMD's status, or 124.
+run_with_timeout() {
+  local secs=$1 out=$2 err=$3 pid wd rc flag
+  shift 3
+  flag=$(mktemp)
+  rm -f "$flag"
+  setsid "$@" >"$out" 2>"$err" </dev/null &
+  pid=$!
+  ( sleep "$secs"; touch "$flag"; kill -TERM -- -"$pid" 2>/dev/null
+    sleep 3; kill -KILL -- -"$pid" 2>/dev/null ) &
+  wd=$!
+  wait "$pid"; rc=$?
+  kill "$wd" 2>/dev/null; wait "$wd" 2>/dev/null
+  if [ -e "$flag" ]; then rm -f "$flag"; return 124; fi
+  return "$rc"
+}
+
+dump() {  # NAME OUT ERR
+  local f
+  echo "===== BEGIN FAIL-DUMP $1 ====="
+  echo "--- scenario stdout ---"; cat "$2"
+  echo "--- scenario stderr ---"; cat "$3"
+  for f in "$CONSOLE_DIR"/guest-*.log; do
+    [ -e "$f" ] || continue
+    echo "--- guest console $f ---"; tail -c 65536 "$f" | tr -d '\r'
+  done
+  echo "--- xl list ---"; xl list 2>&1
+  echo "--- xl dmesg | tail -n 60 ---"; xl dmesg 2>&1 | tail -n 60
+  for f in /var/log/xen/xl-*.log; do
+    [ -e "$f" ] || continue
+    echo "--- $f (tail) ---"; tail -n 30 "$f"
+  done
+  echo "--- syslog (tail) ---"; tail -n 30 /var/log/messages 2>/dev/null
+  echo "===== END FAIL-DUMP $1 ====="
+}
+
+cleanup() {
+  local d
+  for d in "$PIH_DOM" $(xl list 2>/dev/null | awk 'NR > 2 { print $1 }'); do
+    destroy_domain "$d" || echo "runner: cannot destroy $d" >&2
+  done
+  rm -f "$CONSOLE_DIR"/guest-*.log /var/log/xen/xl-*.log
+}
+
+for name in "${names[@]}"; do
+  script=$SCEN_DIR/$name.sh
+  if [ ! -f "$script" ]; then
+    echo "FAIL $name: no such scenario"
+    continue
+  fi
+  cleanup
+  out=/tmp/scenario-$name.out err=/tmp/scenario-$name.err
+  run_with_timeout "$TIMEOUT" "$out" "$err" \
+    bash -c 'source /tests/lib.sh && source "$1"' "scenario-$name" "$script"
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    echo "PASS $name"
+  else
+    if [ $rc -eq 124 ]; then
+      reason="timeout after ${TIMEOUT} s"
+    else
+      reason=$(tr -d '\r' < "$err" | sed '/^[[:space:]]*$/d' | tail -n1)
+      [ -n "$reason" ] || reason="exit status $rc"
+    fi
+    echo "FAIL $name: $reason"
+    dump "$name" "$out" "$err"
+  fi
+done
+cleanup
