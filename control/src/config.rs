@@ -1220,4 +1220,870 @@ fn parse_roles(s: &str) -> Result<RoleMap, ConfigProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::format;
+    use std::string::{String as StdString, ToString};
+    use std::vec::Vec as StdVec;
+
+    const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
+    const BASE: &str = "ext=10.0.0.2/24 gw=10.0.0.1 int=192.168.252.1/24 \
+                        mgmt=10.0.1.3/24 key=00112233445566778899aabbccddeeff";
+    const FULL: &str = "ext=10.0.0.2/24 gw=10.0.0.1 int=192.168.252.1/24 mgmt=10.0.1.3/24 \
+                        port=8080 irmin=10.0.1.1:8081 key=00112233445566778899aabbccddeeff \
+                        flows=65536 rules=4096 roles=ext:0,int:1,mgmt:2";
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        let (a, l) = s.split_once('/').unwrap();
+        Ipv4Cidr::new(ip(a), l.parse().unwrap()).unwrap()
+    }
+
+    /// BASE with the tokens for `drop` removed and `extra` appended.
+    fn line(drop: &[&str], extra: &str) -> StdString {
+        let mut out: StdVec<&str> = BASE
+            .split_whitespace()
+            .filter(|t| !drop.iter().any(|d| t.split_once('=').unwrap().0 == *d))
+            .collect();
+        out.extend(extra.split_whitespace());
+        out.join(" ")
+    }
+
+    /// BASE with `key=value` tokens from `set` replacing (or adding to) it.
+    fn with(set: &str) -> StdString {
+        let keys: StdVec<&str> = set
+            .split_whitespace()
+            .map(|t| t.split_once('=').map_or(t, |(k, _)| k))
+            .collect();
+        line(&keys, set)
+    }
+
+    fn ok(cmdline: &str) -> Config {
+        match parse(cmdline) {
+            Ok(c) => c,
+            Err(e) => panic!("{cmdline:?} rejected: {e}"),
+        }
+    }
+
+    fn err(cmdline: &str) -> ConfigError {
+        match parse(cmdline) {
+            Ok(c) => panic!("{cmdline:?} accepted: {c:?}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.contains('\n'), "multi-line error: {text}");
+                assert!(text.starts_with("config: "), "{text}");
+                e
+            }
+        }
+    }
+
+    fn msg(cmdline: &str) -> StdString {
+        err(cmdline).to_string()
+    }
+
+    /// The error names `key` and has the given problem.
+    fn check(cmdline: &str, key: &str, problem: ConfigProblem) {
+        let e = err(cmdline);
+        assert_eq!(e.key.as_str(), key, "{cmdline:?}: {e}");
+        assert_eq!(e.problem, problem, "{cmdline:?}: {e}");
+    }
+
+    fn ex(s: &str) -> Excerpt {
+        Excerpt::new(s)
+    }
+
+    // -- whole configurations ----------------------------------------------
+
+    #[test]
+    fn defaults() {
+        let c = ok(BASE);
+        assert_eq!(c.ext, cidr("10.0.0.2/24"));
+        assert_eq!(c.gw, ip("10.0.0.1"));
+        assert_eq!(c.int, cidr("192.168.252.1/24"));
+        assert_eq!(c.mgmt, cidr("10.0.1.3/24"));
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert_eq!(c.irmin, None);
+        assert!(c.auth);
+        assert_eq!(
+            c.key.as_deref(),
+            Some(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
+                0xcc, 0xdd, 0xee, 0xff][..])
+        );
+        assert_eq!(c.flows, DEFAULT_FLOWS);
+        assert_eq!(c.rules, DEFAULT_RULES);
+        assert_eq!(c.roles, RoleMap::default());
+        assert_eq!(c.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn full_example() {
+        let c = ok(FULL);
+        let irmin = c.irmin.as_ref().unwrap();
+        assert_eq!(irmin.addr, SocketAddrV4::new(ip("10.0.1.1"), 8081));
+        assert_eq!(irmin.branch.as_str(), "main");
+        assert_eq!(irmin.prefix.as_str(), "bridge");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.cidr(Role::Management), c.mgmt);
+        assert_eq!(Config::parse(FULL), Ok(c.clone()));
+        assert_eq!(FULL.parse::<Config>(), Ok(c));
+    }
+
+    #[test]
+    fn every_key_set() {
+        let c = ok(&with(
+            "port=9000 irmin=10.0.1.254:443 irmin_branch=prod/v1 irmin_prefix=nat.rules \
+             auth=on flows=16 rules=1 roles=int:3,mgmt:15,ext:7 loglvl=debug",
+        ));
+        assert_eq!(c.port, 9000);
+        let irmin = c.irmin.unwrap();
+        assert_eq!(irmin.addr.port(), 443);
+        assert_eq!(irmin.branch.as_str(), "prod/v1");
+        assert_eq!(irmin.prefix.as_str(), "nat.rules");
+        assert_eq!((c.flows, c.rules), (16, 1));
+        assert_eq!(c.roles, RoleMap::new(7, 3, 15).unwrap());
+        assert_eq!(c.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn whitespace_and_order() {
+        let shuffled = "  key=00112233445566778899aabbccddeeff\tmgmt=10.0.1.3/24\n\
+                        int=192.168.252.1/24\r\n gw=10.0.0.1 ext=10.0.0.2/24 \x0c";
+        assert_eq!(ok(shuffled), ok(BASE));
+    }
+
+    // -- structural errors -------------------------------------------------
+
+    #[test]
+    fn missing_keys_in_order() {
+        check("", "ext", ConfigProblem::Missing);
+        assert_eq!(msg(" \t\n"), "config: ext: missing (mandatory)");
+        for k in ["ext", "gw", "int", "mgmt"] {
+            check(&line(&[k], ""), k, ConfigProblem::Missing);
+        }
+        assert_eq!(msg(&line(&["gw"], "")), "config: gw: missing (mandatory)");
+        check(&line(&["gw", "int"], ""), "gw", ConfigProblem::Missing);
+        check(&line(&["key"], ""), "key", ConfigProblem::MissingWithAuth);
+        assert_eq!(
+            msg(&line(&["key"], "auth=on")),
+            "config: key: missing (mandatory unless auth=off)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys() {
+        assert_eq!(msg(&with("frobnicate=1")), "config: frobnicate: unknown key");
+        check(&with("name=dom1"), "name", ConfigProblem::UnknownKey);
+        check(&with("EXT=10.0.0.2/24"), "EXT", ConfigProblem::UnknownKey);
+        check(&with("loglevel=info"), "loglevel", ConfigProblem::UnknownKey);
+        // Long key names are cut to fit, with an ellipsis.
+        let e = err(&with("averyveryverylongkeyname=1"));
+        assert_eq!(e.key.as_str(), "averyveryvery...");
+        assert_eq!(e.problem, ConfigProblem::UnknownKey);
+        // Unknown keys are reported even before missing ones.
+        check("frobnicate=1", "frobnicate", ConfigProblem::UnknownKey);
+    }
+
+    #[test]
+    fn duplicate_keys() {
+        for t in [
+            "ext=10.0.0.2/24",
+            "gw=10.0.0.1",
+            "port=1",
+            "auth=on",
+            "loglvl=info",
+            "roles=ext:0,int:1,mgmt:2",
+        ] {
+            let key = t.split_once('=').unwrap().0;
+            let cmdline = format!("{} {t} {t}", line(&[key], ""));
+            check(&cmdline, key, ConfigProblem::Duplicate);
+        }
+        // Even with a different (or broken) second value.
+        check(&format!("{BASE} ext=1"), "ext", ConfigProblem::Duplicate);
+        assert_eq!(
+            msg(&format!("{BASE} gw=10.0.0.9")),
+            "config: gw: given more than once"
+        );
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        assert_eq!(
+            msg(&format!("{BASE} verbose")),
+            "config: verbose: not a key=value token"
+        );
+        check(&format!("{BASE} =5"), "=", ConfigProblem::EmptyKeyName);
+        check(&format!("{BASE} ="), "=", ConfigProblem::EmptyKeyName);
+        check(&with("ext="), "ext", ConfigProblem::EmptyValue);
+        assert_eq!(msg(&with("port=")), "config: port: empty value");
+        // `=` inside a value is part of the value.
+        check(
+            &with("gw=10.0.0.1=x"),
+            "gw",
+            ConfigProblem::MalformedAddress(ex("10.0.0.1=x")),
+        );
+    }
+
+    #[test]
+    fn secret_never_echoed() {
+        let secret = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6";
+        for cmdline in [
+            format!("{} key{secret}", line(&["key"], "")),
+            format!("{} key:{secret}", line(&["key"], "")),
+            format!("{} ={secret}", line(&["key"], "")),
+            format!("{} key{secret}\u{0}", line(&["key"], "")),
+            format!("{} key={secret}g", line(&["key"], "")),
+            format!("{} key={secret}zz", line(&["key"], "")),
+            format!("{} key={secret} key={secret}", line(&["key"], "")),
+        ] {
+            let text = msg(&cmdline);
+            assert!(!text.contains("a1b2c3"), "{text}");
+        }
+        check(
+            &format!("{} key{secret}", line(&["key"], "")),
+            "key...",
+            ConfigProblem::NotKeyValue,
+        );
+        let c = ok(BASE);
+        for shown in [format!("{c}"), format!("{c:?}")] {
+            assert!(!shown.contains(KEY_HEX), "{shown}");
+            assert!(!shown.contains("[0, 17"), "{shown}");
+            assert!(shown.contains("<set, 16 bytes>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn invalid_bytes() {
+        check(
+            &with("gw=10.0.0.1\u{0}"),
+            "gw",
+            ConfigProblem::InvalidByte { byte: 0, offset: 11 },
+        );
+        check(
+            &with("loglvl=d\u{e9}bug"),
+            "loglvl",
+            ConfigProblem::InvalidByte { byte: 0xc3, offset: 8 },
+        );
+        check(
+            &format!("{BASE} \u{0}"),
+            "?",
+            ConfigProblem::InvalidByte { byte: 0, offset: 0 },
+        );
+        // Vertical tab is not a separator.
+        check(
+            &format!("{BASE} port=1\u{b}"),
+            "port",
+            ConfigProblem::InvalidByte { byte: 0x0b, offset: 6 },
+        );
+        // Non-ASCII whitespace is not a separator either.
+        let e = err(&format!("{BASE}\u{a0}port=1"));
+        assert_eq!(e.key.as_str(), "key");
+        assert!(matches!(e.problem, ConfigProblem::InvalidByte { byte: 0xc2, .. }));
+        // Non-ASCII in the key part is shown sanitized.
+        check(
+            &format!("{BASE} p\u{f6}rt=1"),
+            "p??rt",
+            ConfigProblem::InvalidByte { byte: 0xc3, offset: 1 },
+        );
+        assert_eq!(
+            msg(&with("gw=10.0.0.1\u{0}")),
+            "config: gw: invalid byte 0x00 at offset 11 of the token \
+             (only printable ASCII is allowed)"
+        );
+    }
+
+    #[test]
+    fn length_bound() {
+        let padded = format!("{BASE}{}", " ".repeat(MAX_CMDLINE_LEN - BASE.len()));
+        assert_eq!(padded.len(), MAX_CMDLINE_LEN);
+        ok(&padded);
+        let long = format!("{padded} ");
+        check(&long, "cmdline", ConfigProblem::TooLong { len: MAX_CMDLINE_LEN + 1 });
+        assert_eq!(
+            msg(&long),
+            "config: cmdline: command line too long (2049 bytes, at most 2048)"
+        );
+    }
+
+    // -- interface addresses -----------------------------------------------
+
+    #[test]
+    fn cidr_values() {
+        assert_eq!(
+            msg(&with("ext=10.0.0.300/24")),
+            "config: ext: malformed address \"10.0.0.300/24\" (expected a.b.c.d/len)"
+        );
+        for key in ["ext", "int", "mgmt"] {
+            for bad in [
+                "10.0.0.300/24",
+                "10.0.0.2",
+                "10.0.0.2/",
+                "/24",
+                "10.0.0/24",
+                "10.0.0.2/24/1",
+                "010.0.0.2/24",
+                "10.0.0.2/x",
+                "10.0.0.2/-1",
+                "10.0.0.2/+8",
+                "::1/64",
+                "ten/8",
+            ] {
+                check(&with(&format!("{key}={bad}")), key, ConfigProblem::MalformedCidr(ex(bad)));
+            }
+            for (bad, len) in [("10.9.9.2/0", "0"), ("10.9.9.2/33", "33"), ("10.9.9.2/99999999999", "99999999999")] {
+                check(
+                    &with(&format!("{key}={bad}")),
+                    key,
+                    ConfigProblem::PrefixLenOutOfRange(ex(len)),
+                );
+            }
+            for bad in ["0.0.0.0/8", "0.1.2.3/24", "127.0.0.1/8", "224.0.0.5/24", "240.0.0.1/8", "255.255.255.255/32"] {
+                let addr = ip(bad.split_once('/').unwrap().0);
+                check(&with(&format!("{key}={bad}")), key, ConfigProblem::NotUnicast(addr));
+            }
+            check(
+                &with(&format!("{key}=172.16.0.0/16")),
+                key,
+                ConfigProblem::NetworkAddress(cidr("172.16.0.0/16")),
+            );
+            check(
+                &with(&format!("{key}=172.16.255.255/16")),
+                key,
+                ConfigProblem::BroadcastAddress(cidr("172.16.255.255/16")),
+            );
+            check(
+                &with(&format!("{key}=172.16.0.4/30")),
+                key,
+                ConfigProblem::NetworkAddress(cidr("172.16.0.4/30")),
+            );
+        }
+        assert_eq!(
+            msg(&with("int=172.16.0.0/16")),
+            "config: int: 172.16.0.0 is the network address of 172.16.0.0/16 (use a host address)"
+        );
+        assert_eq!(
+            msg(&with("mgmt=10.9.9.9/33")),
+            "config: mgmt: prefix length \"33\" out of range (expected 1..=32)"
+        );
+        // /31 and /32 have no network/broadcast address.
+        let c = ok(&with("int=172.16.0.0/31 mgmt=172.17.0.7/32"));
+        assert_eq!(c.int, cidr("172.16.0.0/31"));
+        assert_eq!(c.mgmt, cidr("172.17.0.7/32"));
+        ok(&with("ext=10.0.0.1/31 gw=10.0.0.0"));
+        // /1 works as long as nothing overlaps.
+        ok(&with("int=192.168.0.1/1 mgmt=172.16.0.1/12 ext=10.0.0.2/8"));
+    }
+
+    #[test]
+    fn overlap_detection() {
+        assert_eq!(
+            msg(&with("int=10.0.0.77/24")),
+            "config: int: overlaps ext 10.0.0.0/24"
+        );
+        check(
+            &with("int=10.0.0.130/25"),
+            "int",
+            ConfigProblem::Overlaps { other: "ext", subnet: cidr("10.0.0.0/24") },
+        );
+        // A larger later subnet that contains an earlier one.
+        check(
+            &with("mgmt=10.1.2.3/8"),
+            "mgmt",
+            ConfigProblem::Overlaps { other: "ext", subnet: cidr("10.0.0.0/24") },
+        );
+        check(
+            &with("mgmt=192.168.253.1/23"),
+            "mgmt",
+            ConfigProblem::Overlaps { other: "int", subnet: cidr("192.168.252.0/24") },
+        );
+        // The earliest overlapping key is reported; order on the line is irrelevant.
+        let e = err(&format!(
+            "mgmt=10.0.0.9/16 int=10.0.0.200/24 ext=10.0.0.2/24 gw=10.0.0.1 key={KEY_HEX}"
+        ));
+        assert_eq!(e.key.as_str(), "int");
+        // Adjacent subnets are fine.
+        ok(&with("ext=10.0.0.2/25 gw=10.0.0.1 int=10.0.0.130/25 mgmt=10.0.1.3/24"));
+    }
+
+    // -- gateway -----------------------------------------------------------
+
+    #[test]
+    fn gateway() {
+        ok(&with("gw=10.0.0.254"));
+        check(&with("gw=10.0.0"), "gw", ConfigProblem::MalformedAddress(ex("10.0.0")));
+        check(&with("gw=10.0.0.1/24"), "gw", ConfigProblem::MalformedAddress(ex("10.0.0.1/24")));
+        check(&with("gw=224.0.0.1"), "gw", ConfigProblem::NotUnicast(ip("224.0.0.1")));
+        check(
+            &with("gw=10.0.1.1"),
+            "gw",
+            ConfigProblem::GatewayOutsideExt { gw: ip("10.0.1.1"), ext: cidr("10.0.0.0/24") },
+        );
+        assert_eq!(
+            msg(&with("gw=10.0.1.1")),
+            "config: gw: 10.0.1.1 is outside ext subnet 10.0.0.0/24"
+        );
+        check(&with("gw=10.0.0.2"), "gw", ConfigProblem::GatewayIsOwnAddress(ip("10.0.0.2")));
+        check(&with("gw=10.0.0.0"), "gw", ConfigProblem::NetworkAddress(cidr("10.0.0.0/24")));
+        check(&with("gw=10.0.0.255"), "gw", ConfigProblem::BroadcastAddress(cidr("10.0.0.255/24")));
+        // A /32 ext leaves no room for a gateway.
+        check(
+            &with("ext=10.0.0.2/32 gw=10.0.0.1"),
+            "gw",
+            ConfigProblem::GatewayOutsideExt { gw: ip("10.0.0.1"), ext: cidr("10.0.0.2/32") },
+        );
+    }
+
+    // -- numbers -----------------------------------------------------------
+
+    #[test]
+    fn port() {
+        assert_eq!(ok(&with("port=1")).port, 1);
+        assert_eq!(ok(&with("port=65535")).port, 65535);
+        assert_eq!(ok(&with("port=0443")).port, 443);
+        for bad in ["0", "65536", "99999999999999999999"] {
+            check(
+                &with(&format!("port={bad}")),
+                "port",
+                ConfigProblem::OutOfRange { value: ex(bad), min: 1, max: 65535 },
+            );
+        }
+        for bad in ["-1", "+80", "80a", "0x50", "8 0", "１"] {
+            let e = err(&with(&format!("port={bad}")));
+            assert_eq!(e.key.as_str(), "port", "{bad}: {e}");
+        }
+        check(&with("port=http"), "port", ConfigProblem::MalformedNumber(ex("http")));
+        assert_eq!(
+            msg(&with("port=70000")),
+            "config: port: \"70000\" out of range (expected 1..=65535)"
+        );
+    }
+
+    #[test]
+    fn table_sizes() {
+        assert_eq!(ok(&with("flows=16")).flows, 16);
+        assert_eq!(ok(&with("flows=1048576")).flows, 1_048_576);
+        assert_eq!(ok(&with("rules=1")).rules, 1);
+        assert_eq!(ok(&with("rules=65536")).rules, 65536);
+        for (key, bad, min, max) in [
+            ("flows", "15", 16, 1_048_576),
+            ("flows", "1048577", 16, 1_048_576),
+            ("flows", "4294967296", 16, 1_048_576),
+            ("rules", "0", 1, 65536),
+            ("rules", "65537", 1, 65536),
+        ] {
+            check(
+                &with(&format!("{key}={bad}")),
+                key,
+                ConfigProblem::OutOfRange { value: ex(bad), min, max },
+            );
+        }
+        check(&with("rules=4k"), "rules", ConfigProblem::MalformedNumber(ex("4k")));
+        check(&with("flows=-16"), "flows", ConfigProblem::MalformedNumber(ex("-16")));
+    }
+
+    // -- irmin -------------------------------------------------------------
+
+    #[test]
+    fn irmin_endpoint() {
+        let c = ok(&with("irmin=10.0.1.1:8081"));
+        assert_eq!(c.irmin.unwrap().addr, SocketAddrV4::new(ip("10.0.1.1"), 8081));
+        for bad in ["10.0.1.1", "10.0.1.1:", ":8081", "irmin.local:8081", "10.0.1.1:80:80", "10.0.1.1:http"] {
+            check(&with(&format!("irmin={bad}")), "irmin", ConfigProblem::MalformedEndpoint(ex(bad)));
+        }
+        for (bad, port) in [("10.0.1.1:0", "0"), ("10.0.1.1:65536", "65536")] {
+            check(
+                &with(&format!("irmin={bad}")),
+                "irmin",
+                ConfigProblem::OutOfRange { value: ex(port), min: 1, max: 65535 },
+            );
+        }
+        check(&with("irmin=127.0.0.1:80"), "irmin", ConfigProblem::NotUnicast(ip("127.0.0.1")));
+        assert_eq!(
+            msg(&with("irmin=10.0.2.1:8081")),
+            "config: irmin: 10.0.2.1 is outside mgmt subnet 10.0.1.0/24 \
+             (Irmin must be reachable without routing)"
+        );
+        check(&with("irmin=10.0.1.3:8081"), "irmin", ConfigProblem::IrminIsOwnAddress(ip("10.0.1.3")));
+        check(
+            &with("irmin=10.0.1.255:8081"),
+            "irmin",
+            ConfigProblem::BroadcastAddress(cidr("10.0.1.255/24")),
+        );
+    }
+
+    #[test]
+    fn irmin_names() {
+        let base = with("irmin=10.0.1.1:8081");
+        let long = "b".repeat(MAX_NAME_LEN);
+        for good in ["main", "feature/x-1.2_3", "A.b", "..a", "a..b", long.as_str()] {
+            for key in ["irmin_branch", "irmin_prefix"] {
+                let c = ok(&format!("{base} {key}={good}"));
+                let irmin = c.irmin.unwrap();
+                let got = if key == "irmin_branch" { irmin.branch } else { irmin.prefix };
+                assert_eq!(got.as_str(), good);
+            }
+        }
+        let too_long = "b".repeat(MAX_NAME_LEN + 1);
+        for (bad, reason) in [
+            (too_long.as_str(), "longer than 64 bytes"),
+            ("a*b", "allowed characters: A-Z a-z 0-9 . _ / -"),
+            ("a:b", "allowed characters: A-Z a-z 0-9 . _ / -"),
+            ("/abs", "empty, '.' or '..' path segment"),
+            ("trail/", "empty, '.' or '..' path segment"),
+            ("a//b", "empty, '.' or '..' path segment"),
+            ("..", "empty, '.' or '..' path segment"),
+            (".", "empty, '.' or '..' path segment"),
+            ("a/./b", "empty, '.' or '..' path segment"),
+            ("a/../b", "empty, '.' or '..' path segment"),
+        ] {
+            for key in ["irmin_branch", "irmin_prefix"] {
+                check(
+                    &format!("{base} {key}={bad}"),
+                    key,
+                    ConfigProblem::BadName { value: ex(bad), reason },
+                );
+            }
+        }
+        check(&with("irmin_branch=main"), "irmin_branch", ConfigProblem::RequiresIrmin);
+        assert_eq!(
+            msg(&with("irmin_prefix=x")),
+            "config: irmin_prefix: given without irmin="
+        );
+    }
+
+    // -- secret and auth ---------------------------------------------------
+
+    #[test]
+    fn key_values() {
+        let k128 = "Ab".repeat(64);
+        let c = ok(&with(&format!("key={k128}")));
+        assert_eq!(c.key.as_ref().unwrap().len(), 64);
+        assert!(c.key.unwrap().iter().all(|&b| b == 0xab));
+        for digits in [2usize, 30, 31, 33, 127, 129, 130, 1000] {
+            let k = "a".repeat(digits);
+            check(&with(&format!("key={k}")), "key", ConfigProblem::KeyLength { digits });
+        }
+        check(
+            &with("key=00112233445566778899aabbccddeefg"),
+            "key",
+            ConfigProblem::KeyNotHex { position: 31 },
+        );
+        check(
+            &with("key=x0112233445566778899aabbccddeeff"),
+            "key",
+            ConfigProblem::KeyNotHex { position: 0 },
+        );
+        assert_eq!(
+            msg(&with("key=0011")),
+            "config: key: secret has 4 characters \
+             (expected an even number of hex digits, 32..=128)"
+        );
+    }
+
+    #[test]
+    fn auth_modes() {
+        let c = ok(&line(&["key"], "auth=off"));
+        assert!(!c.auth);
+        assert_eq!(c.key, None);
+        let c = ok(&with("auth=off"));
+        assert!(!c.auth);
+        assert_eq!(c.key.as_ref().map(|k| k.len()), Some(16));
+        assert!(ok(&with("auth=on")).auth);
+        assert_eq!(
+            msg(&with("auth=yes")),
+            "config: auth: invalid value \"yes\" (expected on|off)"
+        );
+        check(
+            &with("auth=OFF"),
+            "auth",
+            ConfigProblem::NotOneOf { value: ex("OFF"), expected: "on|off" },
+        );
+        // A broken key is an error even with auth off.
+        check(&line(&["key"], "auth=off key=zz"), "key", ConfigProblem::KeyLength { digits: 2 });
+    }
+
+    // -- roles -------------------------------------------------------------
+
+    #[test]
+    fn role_permutations() {
+        let c = ok(&with("roles=mgmt:0,ext:1,int:2"));
+        assert_eq!(c.roles.devid(Role::Management), 0);
+        assert_eq!(c.roles.devid(Role::External), 1);
+        assert_eq!(c.roles.devid(Role::Internal), 2);
+        assert_eq!(c.roles.role_of(0), Some(Role::Management));
+        assert_eq!(c.roles.role_of(3), None);
+        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        for p in perms {
+            let [e, i, m] = p;
+            for text in [
+                format!("roles=ext:{e},int:{i},mgmt:{m}"),
+                format!("roles=mgmt:{m},int:{i},ext:{e}"),
+                format!("roles=int:{i},mgmt:{m},ext:{e}"),
+            ] {
+                let r = ok(&with(&text)).roles;
+                assert_eq!(r, RoleMap::new(e, i, m).unwrap());
+                for role in Role::ALL {
+                    assert_eq!(r.role_of(r.devid(role)), Some(role));
+                }
+            }
+        }
+        let r = ok(&with("roles=ext:15,int:04,mgmt:9")).roles;
+        assert_eq!(r.to_string(), "ext:15,int:4,mgmt:9");
+    }
+
+    #[test]
+    fn role_errors() {
+        let roles = |v: &str| with(&format!("roles={v}"));
+        for bad in ["", "ext", "ext:0,int:1,mgmt:2,", ",ext:0,int:1,mgmt:2", "ext:0,,int:1,mgmt:2", "ext:x,int:1,mgmt:2", "ext:-1,int:1,mgmt:2", "ext=0,int=1,mgmt=2"] {
+            if bad.is_empty() {
+                check(&roles(bad), "roles", ConfigProblem::EmptyValue);
+            } else {
+                check(&roles(bad), "roles", ConfigProblem::MalformedRoles(ex(bad)));
+            }
+        }
+        check(&roles("ext:0,int:1"), "roles", ConfigProblem::MissingRole(Role::Management));
+        check(&roles("mgmt:2"), "roles", ConfigProblem::MissingRole(Role::External));
+        check(&roles("ext:0,int:1,ext:2"), "roles", ConfigProblem::DuplicateRole(Role::External));
+        check(&roles("ext:0,int:1,mgmt:2,int:3"), "roles", ConfigProblem::DuplicateRole(Role::Internal));
+        check(&roles("ext:0,int:0,mgmt:2"), "roles", ConfigProblem::DuplicateDevid(0));
+        check(&roles("ext:0,int:1,mgmt:16"), "roles", ConfigProblem::DevidOutOfRange(ex("16")));
+        check(
+            &roles("ext:0,int:1,mgmt:99999999999"),
+            "roles",
+            ConfigProblem::DevidOutOfRange(ex("99999999999")),
+        );
+        check(&roles("ext:0,lan:1,mgmt:2"), "roles", ConfigProblem::UnknownRole(ex("lan")));
+        check(&roles("ext:0,int:1,mgmt:2,dmz:3"), "roles", ConfigProblem::UnknownRole(ex("dmz")));
+        assert_eq!(
+            msg(&roles("ext:0,int:1,mgmt:1")),
+            "config: roles: device id 1 given to more than one role"
+        );
+        assert_eq!(
+            msg(&roles("ext:0,int:1")),
+            "config: roles: role mgmt not listed (need ext, int and mgmt)"
+        );
+    }
+
+    #[test]
+    fn role_map_api() {
+        assert_eq!(RoleMap::new(0, 0, 1), None);
+        assert_eq!(RoleMap::new(0, 1, 16), None);
+        let d = RoleMap::default();
+        assert_eq!(
+            Role::ALL.map(|r| d.devid(r)),
+            [0, 1, 2]
+        );
+        assert_eq!(d.role_of(1), Some(Role::Internal));
+        assert_eq!(d.role_of(u32::MAX), None);
+        for r in Role::ALL {
+            assert_eq!(Role::from_name(r.name()), Some(r));
+        }
+    }
+
+    // -- log level ---------------------------------------------------------
+
+    #[test]
+    fn log_levels() {
+        for (text, level) in [
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+        ] {
+            assert_eq!(ok(&with(&format!("loglvl={text}"))).log_level, level);
+            assert_eq!(level.to_string(), text);
+        }
+        assert!(LogLevel::Error < LogLevel::Debug);
+        check(
+            &with("loglvl=trace"),
+            "loglvl",
+            ConfigProblem::NotOneOf { value: ex("trace"), expected: "error|warn|info|debug" },
+        );
+    }
+
+    // -- types and output --------------------------------------------------
+
+    #[test]
+    fn cidr_math() {
+        let c = cidr("10.1.2.3/20");
+        assert_eq!(c.netmask(), ip("255.255.240.0"));
+        assert_eq!(c.network(), ip("10.1.0.0"));
+        assert_eq!(c.broadcast(), ip("10.1.15.255"));
+        assert_eq!(c.subnet(), cidr("10.1.0.0/20"));
+        assert!(c.contains(ip("10.1.15.1")));
+        assert!(!c.contains(ip("10.1.16.0")));
+        assert_eq!(c.to_string(), "10.1.2.3/20");
+        assert_eq!(cidr("1.2.3.4/0").netmask(), ip("0.0.0.0"));
+        assert!(cidr("1.2.3.4/0").contains(ip("255.255.255.255")));
+        assert_eq!(cidr("1.2.3.4/32").netmask(), ip("255.255.255.255"));
+        assert_eq!(cidr("1.2.3.4/32").broadcast(), ip("1.2.3.4"));
+        assert_eq!(cidr("1.2.3.4/1").netmask(), ip("128.0.0.0"));
+        assert_eq!(Ipv4Cidr::new(ip("1.2.3.4"), 33), None);
+        // Out-of-range hand-built values behave like /32 and never panic.
+        let odd = Ipv4Cidr { addr: ip("1.2.3.4"), prefix_len: 200 };
+        assert_eq!(odd.netmask(), ip("255.255.255.255"));
+        assert!(odd.contains(ip("1.2.3.4")));
+        assert!(!odd.overlaps(&cidr("1.2.3.5/32")));
+        assert!(cidr("10.0.0.1/8").overlaps(&cidr("10.200.0.1/16")));
+        assert!(cidr("10.200.0.1/16").overlaps(&cidr("10.0.0.1/8")));
+        assert!(!cidr("10.0.0.1/25").overlaps(&cidr("10.0.0.129/25")));
+        for len in 0..=32u8 {
+            let c = Ipv4Cidr::new(ip("203.0.113.77"), len).unwrap();
+            assert_eq!(u32::from(c.netmask()).count_ones(), u32::from(len));
+            assert!(c.contains(c.network()) && c.contains(c.broadcast()));
+        }
+    }
+
+    #[test]
+    fn config_display() {
+        let c = ok(&format!("{FULL} loglvl=warn"));
+        assert_eq!(
+            c.to_string(),
+            "ext    10.0.0.2/24 via 10.0.0.1 on vif 0\n\
+             int    192.168.252.1/24 on vif 1\n\
+             mgmt   10.0.1.3/24 on vif 2, api port 8080\n\
+             irmin  10.0.1.1:8081 branch main prefix bridge\n\
+             auth   on, key=<set, 16 bytes>\n\
+             tables flows=65536 rules=4096\n\
+             loglvl warn"
+        );
+        let off = ok(&line(&["key"], "auth=off")).to_string();
+        assert!(off.contains("irmin  none (rules in memory only)"), "{off}");
+        assert!(off.contains("auth   off, key=<unset>"), "{off}");
+        let unused = ok(&with("auth=off")).to_string();
+        assert!(unused.contains("auth   off, key=<set, 16 bytes> (unused)"), "{unused}");
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_printable() {
+        let long = "x".repeat(100);
+        let e = Excerpt::new(&long);
+        assert_eq!(e.as_str().len(), EXCERPT_LEN);
+        assert!(e.as_str().ends_with("..."));
+        assert_eq!(Excerpt::new("a\"b\\c\u{7}d\u{e9}").as_str(), "a?b?c?d?");
+        assert_eq!(Excerpt::new("ok").to_string(), "\"ok\"");
+        let exact = "y".repeat(EXCERPT_LEN);
+        assert_eq!(Excerpt::new(&exact).as_str(), exact);
+        let e = err(&with(&format!("flows={}", "9".repeat(500))));
+        assert!(e.to_string().len() < 120, "{e}");
+    }
+
+    // -- robustness --------------------------------------------------------
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Parse without panicking and check the result's invariants.
+    fn exercise(input: &str) {
+        match parse(input) {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.starts_with("config: "));
+                assert!(
+                    text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+                    "{input:?} -> {text:?}"
+                );
+            }
+            Ok(c) => {
+                assert!(c.ext.contains(c.gw) && c.gw != c.ext.addr);
+                assert!(!c.ext.overlaps(&c.int) && !c.ext.overlaps(&c.mgmt));
+                assert!(!c.int.overlaps(&c.mgmt));
+                assert!((MIN_FLOWS..=MAX_FLOWS).contains(&c.flows));
+                assert!((MIN_RULES..=MAX_RULES).contains(&c.rules));
+                assert!(c.port >= 1);
+                assert!(!c.auth || c.key.is_some());
+                if let Some(i) = &c.irmin {
+                    assert!(c.mgmt.contains(*i.addr.ip()) && *i.addr.ip() != c.mgmt.addr);
+                }
+                for r in Role::ALL {
+                    assert_eq!(c.roles.role_of(c.roles.devid(r)), Some(r));
+                }
+                let _ = format!("{c} {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let len = rng.below(300);
+            let bytes: StdVec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            exercise(&StdString::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn random_token_soup_never_panics() {
+        const PIECES: &[&str] = &[
+            "ext=", "int=", "mgmt=", "gw=", "port=", "irmin=", "irmin_branch=",
+            "irmin_prefix=", "key=", "auth=", "flows=", "rules=", "roles=", "loglvl=",
+            "10.0.0.", "10.0.1.", "192.168.252.", "0", "1", "2", "3", "255", "256",
+            "/", "/24", "/31", "/32", "/0", ":", ",", "=", ".", " ", "\t", "\0", "\u{e9}",
+            "ext:", "int:", "mgmt:", "on", "off", "info", "ff", "00112233445566778899aabbccddeeff",
+            "65536", "4294967296", "-", "..", "main", "a/b",
+        ];
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        for _ in 0..50_000 {
+            let n = rng.below(40);
+            let s: StdString = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            exercise(&s);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_lines_never_panic() {
+        let full = format!(
+            "{FULL} irmin_branch=main irmin_prefix=x/y auth=on loglvl=debug"
+        );
+        exercise(&full);
+        let alphabet = b"0123456789./:,=abcdefxyz_- \x00\xff";
+        let mut rng = XorShift(42);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let mut bytes = full.as_bytes().to_vec();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(bytes.len());
+                match rng.below(3) {
+                    0 => bytes[at] = alphabet[rng.below(alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[rng.below(alphabet.len())]),
+                }
+            }
+            let s = StdString::from_utf8_lossy(&bytes);
+            if parse(&s).is_ok() {
+                accepted += 1;
+            }
+            exercise(&s);
+        }
+        // The mutations reach the semantic checks, not just the tokenizer.
+        assert!(accepted > 100, "only {accepted} mutants accepted");
+    }
+
+    #[test]
+    fn error_key_fits() {
+        // Every key name fits the error's key field unabbreviated.
+        for k in ["ext", "gw", "int", "mgmt", "port", "irmin", "irmin_branch", "irmin_prefix",
+                  "key", "auth", "flows", "rules", "roles", "loglvl", "cmdline"] {
+            assert!(k.len() <= ERROR_KEY_LEN);
+            assert_eq!(ConfigError::new(k, ConfigProblem::Missing).key.as_str(), k);
+        }
+        let _unused: &dyn core::error::Error = &ConfigError::new("x", ConfigProblem::Missing);
+        let _ = ToString::to_string(&1);
+    }
 }

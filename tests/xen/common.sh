@@ -27,6 +27,9 @@ DOM0_BINS=(
   "${XEN_LIBEXEC#/}/xen-init-dom0" "${XEN_LIBEXEC#/}/libxl-save-helper"
   "${XEN_LIBEXEC#/}/xenstore-control" "${XEN_LIBEXEC#/}/xentop"
   "${XEN_LIBEXEC#/}/lsevtchn" "${XEN_LIBEXEC#/}/xen-diag"
+  # dlopen'ed, not NEEDED: glibc loads it for pthread_cancel; xl aborts
+  # ("libgcc_s.so.1 must be installed") without it.
+  lib/x86_64-linux-gnu/libgcc_s.so.1
 )
 # dom0 kernel modules, loaded in this order (dependencies are added in front
 # automatically from each module's .modinfo "depends=").

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod grant_table;
 pub mod log;
 pub mod start_info;
 pub mod xenstore;

@@ -1156,10 +1156,8 @@ impl<E: XenStoreEnv> XenStore<E> {
             unsafe { addr_of_mut!((*self.ring).req_prod).write_volatile(self.req_prod) };
             self.env.notify();
         }
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
+        // `out` is compacted when the next request is queued, so that
+        // `out_pos` keeps telling how much of the current request went out.
         result
     }
 
@@ -1369,4 +1367,1131 @@ fn fmt_u32(mut v: u32, buf: &mut [u8]) -> &[u8] {
         }
     }
     &buf[i..]
+}
+
+// ---------------------------------------------------------------------------
+// Tests: a simulated xenstored on a heap-allocated ring page
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+    use std::collections::{BTreeMap, HashMap};
+    use std::format;
+    use std::string::ToString;
+    use std::vec;
+
+    type Store = BTreeMap<String, Vec<u8>>;
+
+    /// One-shot misbehaviour applied to the next reply the simulator sends.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Mischief {
+        None,
+        /// Header claims 5000 bytes of payload, followed by junk.
+        LenTooBig,
+        /// No reply; `rsp_prod` jumps forward by 5000.
+        ProdJump,
+        /// Reply with an unknown message type.
+        GarbageType,
+        /// Read reply that is not UTF-8.
+        BadUtf8,
+        /// Reply carries another request id.
+        WrongReqId,
+        /// XS_ERROR without its NUL terminator.
+        ErrorNoNul,
+    }
+
+    struct SimTx {
+        store: Store,
+        generation: u64,
+        touched: Vec<String>,
+    }
+
+    /// A single-threaded xenstored stand-in, driven by the client's
+    /// `notify()` and `wait()`.
+    struct Sim {
+        ring: *mut XenstoreDomainInterface,
+        inbuf: Vec<u8>,
+        outq: VecDeque<u8>,
+        store: Store,
+        generation: u64,
+        txs: HashMap<u32, SimTx>,
+        next_tx: u32,
+        watches: Vec<(String, String)>,
+        /// Consume requests but never answer them.
+        silent: bool,
+        /// Answer into `held` instead of the ring.
+        hold: bool,
+        held: Vec<Vec<u8>>,
+        /// Do not consume requests at all.
+        paused: bool,
+        consume_chunk: usize,
+        produce_chunk: usize,
+        inject_before_reply: VecDeque<Vec<u8>>,
+        mischief: Mischief,
+        requests: Vec<Header>,
+        /// A write by "another domain", applied just before the next commit.
+        conflict_before_commit: Option<(String, Vec<u8>)>,
+    }
+
+    fn msg(ty: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            msg_type: ty,
+            req_id,
+            tx_id,
+            len: payload.len() as u32,
+        };
+        let mut v = h.to_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn watch_event(path: &str, token: &str) -> Vec<u8> {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(token.as_bytes());
+        p.push(0);
+        msg(MsgType::WatchEvent as u32, 0, 0, &p)
+    }
+
+    fn parent(path: &str) -> Option<&str> {
+        let i = path.rfind('/')?;
+        if i == 0 {
+            if path.len() > 1 {
+                Some("/")
+            } else {
+                None
+            }
+        } else {
+            Some(&path[..i])
+        }
+    }
+
+    fn store_write(store: &mut Store, path: &str, value: &[u8]) {
+        let mut p = parent(path);
+        while let Some(q) = p {
+            if q == "/" {
+                break;
+            }
+            store.entry(q.to_string()).or_default();
+            p = parent(q);
+        }
+        store.insert(path.to_string(), value.to_vec());
+    }
+
+    fn store_children(store: &Store, path: &str) -> Option<Vec<String>> {
+        if path != "/" && !store.contains_key(path) {
+            return None;
+        }
+        let prefix = if path == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", path)
+        };
+        Some(
+            store
+                .keys()
+                .filter_map(|k| k.strip_prefix(prefix.as_str()))
+                .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+                .map(|s| s.to_string())
+                .collect(),
+        )
+    }
+
+    fn store_rm(store: &mut Store, path: &str) -> bool {
+        if !store.contains_key(path) {
+            return false;
+        }
+        let prefix = format!("{}/", path);
+        store.retain(|k, _| k != path && !k.starts_with(&prefix));
+        true
+    }
+
+    impl Sim {
+        fn new(ring: *mut XenstoreDomainInterface) -> Sim {
+            Sim {
+                ring,
+                inbuf: Vec::new(),
+                outq: VecDeque::new(),
+                store: Store::new(),
+                generation: 0,
+                txs: HashMap::new(),
+                next_tx: 1,
+                watches: Vec::new(),
+                silent: false,
+                hold: false,
+                held: Vec::new(),
+                paused: false,
+                consume_chunk: usize::MAX,
+                produce_chunk: usize::MAX,
+                inject_before_reply: VecDeque::new(),
+                mischief: Mischief::None,
+                requests: Vec::new(),
+                conflict_before_commit: None,
+            }
+        }
+
+        fn get(&self, field: fn(*mut XenstoreDomainInterface) -> *mut u32) -> u32 {
+            // SAFETY: the ring box outlives the simulator; raw volatile read.
+            unsafe { field(self.ring).read_volatile() }
+        }
+
+        fn set(&self, field: fn(*mut XenstoreDomainInterface) -> *mut u32, v: u32) {
+            // SAFETY: as in `get`.
+            unsafe { field(self.ring).write_volatile(v) }
+        }
+
+        /// Runs the server once: consume requests, answer, fill the
+        /// response ring.
+        fn step(&mut self) {
+            if !self.hold && !self.held.is_empty() {
+                for m in std::mem::take(&mut self.held) {
+                    self.outq.extend(m);
+                }
+            }
+            if !self.paused {
+                let cons = self.get(f_req_cons);
+                let prod = self.get(f_req_prod);
+                let avail = prod.wrapping_sub(cons) as usize;
+                assert!(avail <= XENSTORE_RING_SIZE, "client overran the request ring");
+                let n = avail.min(self.consume_chunk);
+                for i in 0..n {
+                    let idx = mask_idx(cons.wrapping_add(i as u32));
+                    // SAFETY: idx < ring size; raw volatile read.
+                    let b = unsafe { addr_of!((*self.ring).req).cast::<u8>().add(idx).read_volatile() };
+                    self.inbuf.push(b);
+                }
+                self.set(f_req_cons, cons.wrapping_add(n as u32));
+                self.process();
+            }
+            self.produce();
+        }
+
+        fn produce(&mut self) {
+            let cons = self.get(f_rsp_cons);
+            let prod = self.get(f_rsp_prod);
+            let used = prod.wrapping_sub(cons) as usize;
+            let free = XENSTORE_RING_SIZE.saturating_sub(used);
+            let n = free.min(self.produce_chunk).min(self.outq.len());
+            for i in 0..n {
+                let idx = mask_idx(prod.wrapping_add(i as u32));
+                let b = self.outq.pop_front().unwrap();
+                // SAFETY: idx < ring size; raw volatile write.
+                unsafe { addr_of_mut!((*self.ring).rsp).cast::<u8>().add(idx).write_volatile(b) };
+            }
+            fence(Ordering::Release);
+            self.set(f_rsp_prod, prod.wrapping_add(n as u32));
+        }
+
+        fn process(&mut self) {
+            loop {
+                let Some(h) = Header::parse(&self.inbuf) else { return };
+                assert!(h.len as usize <= XENSTORE_PAYLOAD_MAX, "client sent an oversized request");
+                let total = HEADER_LEN + h.len as usize;
+                if self.inbuf.len() < total {
+                    return;
+                }
+                let payload: Vec<u8> = self.inbuf[HEADER_LEN..total].to_vec();
+                self.inbuf.drain(..total);
+                self.requests.push(h);
+                self.handle(h, &payload);
+            }
+        }
+
+        fn send(&mut self, m: Vec<u8>) {
+            if self.hold {
+                self.held.push(m);
+            } else {
+                self.outq.extend(m);
+            }
+        }
+
+        fn fire(&mut self, path: &str) {
+            let events: Vec<Vec<u8>> = self
+                .watches
+                .iter()
+                .filter(|(w, _)| path == w || path.starts_with(&format!("{}/", w)))
+                .map(|(_, t)| watch_event(path, t))
+                .collect();
+            for e in events {
+                self.send(e);
+            }
+        }
+
+        fn reply(&mut self, h: Header, ty: MsgType, payload: &[u8]) {
+            while let Some(m) = self.inject_before_reply.pop_front() {
+                self.send(m);
+            }
+            let mischief = std::mem::replace(&mut self.mischief, Mischief::None);
+            let m = match mischief {
+                Mischief::None => msg(ty as u32, h.req_id, h.tx_id, payload),
+                Mischief::LenTooBig => {
+                    let mut m = Header {
+                        msg_type: ty as u32,
+                        req_id: h.req_id,
+                        tx_id: h.tx_id,
+                        len: 5000,
+                    }
+                    .to_bytes()
+                    .to_vec();
+                    m.extend(std::iter::repeat_n(0x41, 100));
+                    m
+                }
+                Mischief::ProdJump => {
+                    let prod = self.get(f_rsp_prod);
+                    self.set(f_rsp_prod, prod.wrapping_add(5000));
+                    return;
+                }
+                Mischief::GarbageType => msg(0xdead, h.req_id, h.tx_id, b"xyz"),
+                Mischief::BadUtf8 => msg(ty as u32, h.req_id, h.tx_id, &[0xff, 0xfe, 0x41]),
+                Mischief::WrongReqId => msg(ty as u32, h.req_id.wrapping_add(1000), h.tx_id, payload),
+                Mischief::ErrorNoNul => msg(MsgType::Error as u32, h.req_id, h.tx_id, b"ENOENT"),
+            };
+            self.send(m);
+        }
+
+        fn error(&mut self, h: Header, name: &str) {
+            let mut p = name.as_bytes().to_vec();
+            p.push(0);
+            self.reply(h, MsgType::Error, &p);
+        }
+
+        fn ack(&mut self, h: Header, ty: MsgType) {
+            self.reply(h, ty, b"OK\0");
+        }
+
+        fn handle(&mut self, h: Header, payload: &[u8]) {
+            if self.silent {
+                return;
+            }
+            let args: Vec<&[u8]> = payload.split(|&c| c == 0).collect();
+            let arg0 = std::str::from_utf8(args[0]).unwrap().to_string();
+            let ty = MsgType::from_u32(h.msg_type).expect("client sent an unknown type");
+            if h.tx_id != 0 && !self.txs.contains_key(&h.tx_id) {
+                return self.error(h, "ENOENT");
+            }
+            match ty {
+                MsgType::Read => {
+                    let v = if h.tx_id != 0 {
+                        self.txs[&h.tx_id].store.get(&arg0).cloned()
+                    } else {
+                        self.store.get(&arg0).cloned()
+                    };
+                    match v {
+                        Some(v) => self.reply(h, ty, &v),
+                        None => self.error(h, "ENOENT"),
+                    }
+                }
+                MsgType::Write => {
+                    let value = &payload[arg0.len() + 1..];
+                    if h.tx_id != 0 {
+                        let tx = self.txs.get_mut(&h.tx_id).unwrap();
+                        store_write(&mut tx.store, &arg0, value);
+                        tx.touched.push(arg0.clone());
+                    } else {
+                        store_write(&mut self.store, &arg0, value);
+                        self.generation += 1;
+                        self.fire(&arg0);
+                    }
+                    self.ack(h, ty);
+                }
+                MsgType::Mkdir => {
+                    let store = if h.tx_id != 0 {
+                        &mut self.txs.get_mut(&h.tx_id).unwrap().store
+                    } else {
+                        &mut self.store
+                    };
+                    if !store.contains_key(&arg0) {
+                        store_write(store, &arg0, b"");
+                        if h.tx_id == 0 {
+                            self.generation += 1;
+                            self.fire(&arg0);
+                        }
+                    }
+                    self.ack(h, ty);
+                }
+                MsgType::Rm => {
+                    let ok = if h.tx_id != 0 {
+                        let tx = self.txs.get_mut(&h.tx_id).unwrap();
+                        tx.touched.push(arg0.clone());
+                        store_rm(&mut tx.store, &arg0)
+                    } else {
+                        let ok = store_rm(&mut self.store, &arg0);
+                        if ok {
+                            self.generation += 1;
+                            self.fire(&arg0);
+                        }
+                        ok
+                    };
+                    if ok {
+                        self.ack(h, ty)
+                    } else {
+                        self.error(h, "ENOENT")
+                    }
+                }
+                MsgType::Directory => {
+                    let store = if h.tx_id != 0 { &self.txs[&h.tx_id].store } else { &self.store };
+                    match store_children(store, &arg0) {
+                        Some(children) => {
+                            let mut p = Vec::new();
+                            for c in children {
+                                p.extend_from_slice(c.as_bytes());
+                                p.push(0);
+                            }
+                            self.reply(h, ty, &p);
+                        }
+                        None => self.error(h, "ENOENT"),
+                    }
+                }
+                MsgType::Watch => {
+                    let token = std::str::from_utf8(args[1]).unwrap().to_string();
+                    self.watches.push((arg0.clone(), token.clone()));
+                    self.ack(h, ty);
+                    // xenstored fires every new watch once, after the ack.
+                    self.send(watch_event(&arg0, &token));
+                }
+                MsgType::Unwatch => {
+                    let token = std::str::from_utf8(args[1]).unwrap().to_string();
+                    let before = self.watches.len();
+                    self.watches.retain(|(p, t)| !(*p == arg0 && *t == token));
+                    if self.watches.len() == before {
+                        self.error(h, "ENOENT")
+                    } else {
+                        self.ack(h, ty)
+                    }
+                }
+                MsgType::TransactionStart => {
+                    let id = self.next_tx;
+                    self.next_tx += 1;
+                    self.txs.insert(
+                        id,
+                        SimTx {
+                            store: self.store.clone(),
+                            generation: self.generation,
+                            touched: Vec::new(),
+                        },
+                    );
+                    self.reply(h, ty, format!("{}\0", id).as_bytes());
+                }
+                MsgType::TransactionEnd => {
+                    if let Some((p, v)) = self.conflict_before_commit.take() {
+                        store_write(&mut self.store, &p, &v);
+                        self.generation += 1;
+                    }
+                    let tx = self.txs.remove(&h.tx_id).unwrap();
+                    if payload == b"T\0" {
+                        if tx.generation != self.generation {
+                            return self.error(h, "EAGAIN");
+                        }
+                        self.store = tx.store;
+                        self.generation += 1;
+                        for p in tx.touched {
+                            self.fire(&p);
+                        }
+                    }
+                    self.ack(h, ty);
+                }
+                MsgType::GetDomainPath => {
+                    self.reply(h, ty, format!("/local/domain/{}\0", arg0).as_bytes());
+                }
+                _ => self.error(h, "ENOSYS"),
+            }
+        }
+    }
+
+    impl Drop for Sim {
+        fn drop(&mut self) {
+            // SAFETY: the ring was created by Box::into_raw in `setup_at`,
+            // and the client that shares it is being dropped with us (we
+            // live in its env) and never touches it on drop.
+            unsafe { drop(Box::from_raw(self.ring)) };
+        }
+    }
+
+    fn f_req_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
+        // SAFETY: field address only.
+        unsafe { addr_of_mut!((*r).req_cons) }
+    }
+    fn f_req_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
+        // SAFETY: field address only.
+        unsafe { addr_of_mut!((*r).req_prod) }
+    }
+    fn f_rsp_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
+        // SAFETY: field address only.
+        unsafe { addr_of_mut!((*r).rsp_cons) }
+    }
+    fn f_rsp_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
+        // SAFETY: field address only.
+        unsafe { addr_of_mut!((*r).rsp_prod) }
+    }
+
+    struct TestEnv {
+        sim: Sim,
+        now: u64,
+        waits: u64,
+        notifies: u64,
+    }
+
+    impl XenStoreEnv for TestEnv {
+        fn notify(&mut self) {
+            self.notifies += 1;
+            self.sim.step();
+        }
+        fn wait(&mut self, deadline_ns: u64) {
+            self.waits += 1;
+            self.sim.step();
+            // Time passes: 1 ms per wait, never past the deadline.
+            self.now = self.now.max(deadline_ns.min(self.now + 1_000_000));
+        }
+        fn now_ns(&self) -> u64 {
+            self.now
+        }
+    }
+
+    fn setup_at(start: u32) -> XenStore<TestEnv> {
+        let ring = Box::into_raw(Box::new(XenstoreDomainInterface::zeroed()));
+        let sim = Sim::new(ring);
+        for f in [f_req_cons, f_req_prod, f_rsp_cons, f_rsp_prod] {
+            sim.set(f, start);
+        }
+        let env = TestEnv {
+            sim,
+            now: 0,
+            waits: 0,
+            notifies: 0,
+        };
+        // SAFETY: `ring` is a live, aligned heap allocation owned by the
+        // simulator inside `env`, which the client owns.
+        unsafe { XenStore::new(ring, env) }
+    }
+
+    fn setup() -> XenStore<TestEnv> {
+        setup_at(0)
+    }
+
+    fn sim(xs: &mut XenStore<TestEnv>) -> &mut Sim {
+        &mut xs.env_mut().sim
+    }
+
+    fn ring_field(xs: &mut XenStore<TestEnv>, f: fn(*mut XenstoreDomainInterface) -> *mut u32) -> u32 {
+        sim(xs).get(f)
+    }
+
+    fn drain_watches(xs: &mut XenStore<TestEnv>) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        while let Some(e) = xs.poll_watch() {
+            v.push((e.path, e.token));
+        }
+        v
+    }
+
+    // ----- basic operations -----
+
+    #[test]
+    fn read_write_directory_rm() {
+        let mut xs = setup();
+        xs.write("/d/a", "1").unwrap();
+        xs.write("/d/b", "two").unwrap();
+        xs.write("/d/c/x", "deep").unwrap();
+        assert_eq!(xs.read("/d/a").unwrap(), "1");
+        assert_eq!(xs.read("/d/b").unwrap(), "two");
+        assert_eq!(xs.read("/d/c/x").unwrap(), "deep");
+        assert_eq!(xs.read("/d/c").unwrap(), "");
+        assert_eq!(xs.directory("/d").unwrap(), vec!["a", "b", "c"]);
+        xs.rm("/d/c").unwrap();
+        assert_eq!(xs.directory("/d").unwrap(), vec!["a", "b"]);
+        assert_eq!(xs.read("/d/c/x"), Err(XsError::Errno(Errno::ENOENT)));
+        xs.write("/d/a", "overwritten").unwrap();
+        assert_eq!(xs.read("/d/a").unwrap(), "overwritten");
+        // Distinct request ids, in order.
+        let ids: Vec<u32> = sim(&mut xs).requests.iter().map(|h| h.req_id).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(xs.stats(), XsStats::default());
+    }
+
+    #[test]
+    fn enoent_and_optional() {
+        let mut xs = setup();
+        let e = xs.read("/nope").unwrap_err();
+        assert_eq!(e, XsError::Errno(Errno::ENOENT));
+        assert!(e.is_not_found());
+        assert_eq!(xs.read_optional("/nope").unwrap(), None);
+        assert_eq!(xs.directory("/nope"), Err(XsError::Errno(Errno::ENOENT)));
+        assert_eq!(xs.rm("/nope"), Err(XsError::Errno(Errno::ENOENT)));
+        xs.write("/yes", "v").unwrap();
+        assert_eq!(xs.read_optional("/yes").unwrap(), Some("v".to_string()));
+        // An unsupported command comes back as ENOSYS from the simulator.
+        let raw = xs.request(MsgType::GetPerms, 0, &[b"/yes\0"]).unwrap();
+        assert_eq!(check_reply(&raw, MsgType::GetPerms), Err(XsError::Errno(Errno::ENOSYS)));
+    }
+
+    #[test]
+    fn mkdir_and_empty_directory() {
+        let mut xs = setup();
+        xs.mkdir("/m").unwrap();
+        assert_eq!(xs.directory("/m").unwrap(), Vec::<String>::new());
+        assert_eq!(xs.read("/m").unwrap(), "");
+        xs.mkdir("/m").unwrap();
+        xs.write("/m/k", "v").unwrap();
+        xs.mkdir("/m").unwrap();
+        assert_eq!(xs.read("/m/k").unwrap(), "v");
+    }
+
+    #[test]
+    fn numbers_state_and_bytes() {
+        let mut xs = setup();
+        xs.write_u32("/n", 4_000_000_000).unwrap();
+        assert_eq!(xs.read("/n").unwrap(), "4000000000");
+        assert_eq!(xs.read_u32("/n").unwrap(), 4_000_000_000);
+        xs.write_u32("/z", 0).unwrap();
+        assert_eq!(xs.read_u32("/z").unwrap(), 0);
+        xs.write("/bad", "12a").unwrap();
+        assert_eq!(xs.read_u32("/bad"), Err(XsError::BadValue));
+        xs.write("/big", "4294967296").unwrap();
+        assert_eq!(xs.read_u32("/big"), Err(XsError::BadValue));
+        xs.write_state("/dev/state", XenbusState::Connected).unwrap();
+        assert_eq!(xs.read("/dev/state").unwrap(), "4");
+        assert_eq!(xs.read_state("/dev/state").unwrap(), XenbusState::Connected);
+        xs.write_bytes("/bin", &[0, 1, 0xff]).unwrap();
+        assert_eq!(xs.read_bytes("/bin").unwrap(), vec![0, 1, 0xff]);
+        assert_eq!(xs.get_domain_path(7).unwrap(), "/local/domain/7");
+        assert_eq!(xs.get_domain_path(65535).unwrap(), "/local/domain/65535");
+    }
+
+    #[test]
+    fn stale_responses_discarded_on_start() {
+        let ring = Box::into_raw(Box::new(XenstoreDomainInterface::zeroed()));
+        let sim = Sim::new(ring);
+        sim.set(f_rsp_prod, 37); // 37 bytes of leftovers
+        let env = TestEnv { sim, now: 0, waits: 0, notifies: 0 };
+        // SAFETY: as in `setup_at`.
+        let mut xs = unsafe { XenStore::new(ring, env) };
+        assert_eq!(ring_field(&mut xs, f_rsp_cons), 37);
+        xs.write("/a", "b").unwrap();
+        assert_eq!(xs.read("/a").unwrap(), "b");
+    }
+
+    // ----- argument checks -----
+
+    #[test]
+    fn too_long_and_invalid_before_sending() {
+        let mut xs = setup();
+        let prod0 = ring_field(&mut xs, f_req_prod);
+        // "/v" + NUL + value: exactly the payload maximum is fine.
+        let v = "x".repeat(XENSTORE_PAYLOAD_MAX - 3);
+        xs.write("/v", &v).unwrap();
+        assert_eq!(xs.read("/v").unwrap(), v);
+        let prod1 = ring_field(&mut xs, f_req_prod);
+        assert_ne!(prod0, prod1);
+
+        let v = "x".repeat(XENSTORE_PAYLOAD_MAX - 2);
+        assert_eq!(xs.write("/v", &v), Err(XsError::TooLong));
+        let long_abs = format!("/{}", "p".repeat(XENSTORE_ABS_PATH_MAX));
+        assert_eq!(xs.read(&long_abs), Err(XsError::TooLong));
+        let ok_abs = format!("/{}", "p".repeat(XENSTORE_ABS_PATH_MAX - 1));
+        assert_eq!(xs.read(&ok_abs), Err(XsError::Errno(Errno::ENOENT)));
+        let prod1 = ring_field(&mut xs, f_req_prod);
+        let long_rel = "r".repeat(XENSTORE_REL_PATH_MAX + 1);
+        assert_eq!(xs.read(&long_rel), Err(XsError::TooLong));
+        assert_eq!(xs.watch(&long_rel, "t"), Err(XsError::TooLong));
+        assert_eq!(xs.read("/a\0b"), Err(XsError::Invalid("NUL byte in path")));
+        assert_eq!(xs.read(""), Err(XsError::Invalid("empty path")));
+        assert_eq!(xs.watch("/a", "t\0"), Err(XsError::Invalid("NUL byte in watch token")));
+        // Nothing of the rejected requests went out.
+        assert_eq!(ring_field(&mut xs, f_req_prod), prod1);
+    }
+
+    // ----- watches -----
+
+    #[test]
+    fn watch_events() {
+        let mut xs = setup();
+        xs.watch("/w", "tok").unwrap();
+        // The initial event arrives after the ack; a pump picks it up.
+        xs.pump().unwrap();
+        assert!(xs.has_pending_watch());
+        assert_eq!(drain_watches(&mut xs), vec![("/w".to_string(), "tok".to_string())]);
+        assert!(!xs.has_pending_watch());
+        // The simulator sends a write's events before the write's ack.
+        xs.write("/w/a", "1").unwrap();
+        xs.write("/other", "1").unwrap();
+        xs.write("/w", "2").unwrap();
+        xs.write("/wx", "3").unwrap();
+        assert_eq!(
+            drain_watches(&mut xs),
+            vec![("/w/a".to_string(), "tok".to_string()), ("/w".to_string(), "tok".to_string())]
+        );
+        xs.unwatch("/w", "tok").unwrap();
+        xs.write("/w/b", "1").unwrap();
+        xs.pump().unwrap();
+        assert_eq!(drain_watches(&mut xs), vec![]);
+        assert_eq!(xs.unwatch("/w", "tok"), Err(XsError::Errno(Errno::ENOENT)));
+    }
+
+    #[test]
+    fn watch_event_before_unrelated_reply() {
+        let mut xs = setup();
+        xs.write("/data", "value").unwrap();
+        xs.watch("/be", "t1").unwrap();
+        xs.pump().unwrap();
+        drain_watches(&mut xs);
+        sim(&mut xs).inject_before_reply.push_back(watch_event("/be/x", "t1"));
+        sim(&mut xs).inject_before_reply.push_back(watch_event("/be/y", "t1"));
+        // Also split the stream into small pieces so the event and the
+        // reply are each reassembled from several rounds.
+        sim(&mut xs).produce_chunk = 5;
+        assert_eq!(xs.read("/data").unwrap(), "value");
+        assert_eq!(
+            drain_watches(&mut xs),
+            vec![("/be/x".to_string(), "t1".to_string()), ("/be/y".to_string(), "t1".to_string())]
+        );
+        assert_eq!(xs.stats().protocol_errors, 0);
+    }
+
+    #[test]
+    fn watch_queue_bounded_drops_oldest() {
+        let mut xs = setup();
+        for i in 0..70 {
+            sim(&mut xs).send(watch_event(&format!("/q/{}", i), "t"));
+        }
+        sim(&mut xs).step();
+        while xs.pump().unwrap() > 0 {
+            sim(&mut xs).step();
+        }
+        assert_eq!(xs.stats().watch_events_dropped, 6);
+        let got = drain_watches(&mut xs);
+        assert_eq!(got.len(), DEFAULT_WATCH_QUEUE);
+        assert_eq!(got[0].0, "/q/6");
+        assert_eq!(got[63].0, "/q/69");
+        xs.set_watch_queue_capacity(2);
+        for i in 0..3 {
+            sim(&mut xs).send(watch_event(&format!("/r/{}", i), "t"));
+        }
+        sim(&mut xs).step();
+        xs.pump().unwrap();
+        assert_eq!(xs.stats().watch_events_dropped, 7);
+        assert_eq!(drain_watches(&mut xs).len(), 2);
+    }
+
+    // ----- transactions -----
+
+    #[test]
+    fn transactions_commit_abort_conflict() {
+        let mut xs = setup();
+        xs.write("/t/x", "0").unwrap();
+
+        let tx = xs.transaction_start().unwrap();
+        xs.write_tx(tx, "/t/x", "1").unwrap();
+        xs.write_u32_tx(tx, "/t/n", 9).unwrap();
+        assert_eq!(xs.read_tx(tx, "/t/x").unwrap(), "1");
+        assert_eq!(xs.read_u32_tx(tx, "/t/n").unwrap(), 9);
+        assert_eq!(xs.read("/t/x").unwrap(), "0");
+        assert_eq!(xs.directory_tx(tx, "/t").unwrap(), vec!["n", "x"]);
+        xs.transaction_end(tx, true).unwrap();
+        assert_eq!(xs.read("/t/x").unwrap(), "1");
+
+        let tx = xs.transaction_start().unwrap();
+        xs.rm_tx(tx, "/t/n").unwrap();
+        xs.mkdir_tx(tx, "/t/m").unwrap();
+        xs.transaction_end(tx, false).unwrap();
+        assert_eq!(xs.read("/t/n").unwrap(), "9");
+        assert_eq!(xs.read("/t/m"), Err(XsError::Errno(Errno::ENOENT)));
+
+        // A write outside the transaction makes its commit conflict.
+        let tx = xs.transaction_start().unwrap();
+        xs.write_tx(tx, "/t/x", "tx").unwrap();
+        xs.write("/t/x", "outside").unwrap();
+        assert_eq!(xs.transaction_end(tx, true), Err(XsError::Again));
+        assert_eq!(xs.read("/t/x").unwrap(), "outside");
+        // The transaction is gone on the server.
+        assert_eq!(xs.read_tx(tx, "/t/x"), Err(XsError::Errno(Errno::ENOENT)));
+    }
+
+    #[test]
+    fn transaction_helper_retries_on_eagain() {
+        let mut xs = setup();
+        xs.write("/c", "0").unwrap();
+        let mut attempts = 0;
+        let v = xs
+            .transaction(5, |xs, tx| {
+                attempts += 1;
+                if attempts == 1 {
+                    // Another domain writes before we commit.
+                    xs.env_mut().sim.conflict_before_commit = Some(("/c".to_string(), b"10".to_vec()));
+                }
+                let n = xs.read_u32_tx(tx, "/c")?;
+                xs.write_u32_tx(tx, "/c", n + 1)?;
+                Ok(n + 1)
+            })
+            .unwrap();
+        assert_eq!(attempts, 2);
+        assert_eq!(v, 11);
+        assert_eq!(xs.read_u32("/c").unwrap(), 11);
+
+        // Persistent conflicts give up after max_attempts.
+        let mut attempts = 0;
+        let r = xs.transaction(3, |xs, tx| {
+            attempts += 1;
+            xs.env_mut().sim.conflict_before_commit = Some(("/c".to_string(), b"0".to_vec()));
+            xs.write_tx(tx, "/c", "x")
+        });
+        assert_eq!(r, Err(XsError::Again));
+        assert_eq!(attempts, 3);
+
+        // An error inside aborts and is returned without retry.
+        let mut attempts = 0;
+        let r: Result<()> = xs.transaction(3, |xs, tx| {
+            attempts += 1;
+            xs.write_tx(tx, "/c", "never")?;
+            xs.read_tx(tx, "/missing").map(|_| ())
+        });
+        assert_eq!(r, Err(XsError::Errno(Errno::ENOENT)));
+        assert_eq!(attempts, 1);
+        assert_eq!(xs.read("/c").unwrap(), "0");
+    }
+
+    // ----- ring mechanics -----
+
+    #[test]
+    fn index_wraparound() {
+        let start = u32::MAX - 100;
+        let mut xs = setup_at(start);
+        for i in 0..20 {
+            let v = format!("{}{}", i, "v".repeat(300 + i * 37));
+            xs.write(&format!("/wrap/{}", i), &v).unwrap();
+            assert_eq!(xs.read(&format!("/wrap/{}", i)).unwrap(), v);
+        }
+        xs.watch("/wrap", "w").unwrap();
+        xs.write("/wrap/0", "x").unwrap();
+        xs.pump().unwrap();
+        assert_eq!(drain_watches(&mut xs).len(), 2);
+        let req_prod = ring_field(&mut xs, f_req_prod);
+        let rsp_prod = ring_field(&mut xs, f_rsp_prod);
+        assert!(req_prod < start && rsp_prod < start, "indices wrapped past u32::MAX");
+        assert_eq!(ring_field(&mut xs, f_req_cons), req_prod);
+        assert_eq!(ring_field(&mut xs, f_rsp_cons), rsp_prod);
+        assert_eq!(xs.stats(), XsStats::default());
+    }
+
+    #[test]
+    fn chunked_large_payloads() {
+        let mut xs = setup_at(u32::MAX - 3);
+        let v: String = (0..4000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        xs.write("/big", &v).unwrap();
+        assert_eq!(xs.read("/big").unwrap(), v);
+        // A slow server that takes and gives little at a time.
+        sim(&mut xs).consume_chunk = 100;
+        sim(&mut xs).produce_chunk = 77;
+        let waits0 = xs.env().waits;
+        xs.write("/big2", &v).unwrap();
+        assert_eq!(xs.read("/big2").unwrap(), v);
+        assert!(xs.env().waits > waits0, "the client waited for ring space");
+        let d: Vec<String> = (0..300).map(|i| format!("entry{:04}", i)).collect();
+        for e in &d[..10] {
+            xs.write(&format!("/dir/{}", e), "").unwrap();
+        }
+        assert_eq!(xs.directory("/dir").unwrap(), d[..10].to_vec());
+    }
+
+    // ----- timeouts -----
+
+    #[test]
+    fn silent_server_times_out() {
+        let mut xs = setup();
+        sim(&mut xs).silent = true;
+        let t0 = xs.env().now_ns();
+        assert_eq!(xs.read("/x"), Err(XsError::Timeout));
+        let elapsed = xs.env().now_ns() - t0;
+        assert!((DEFAULT_TIMEOUT_NS..DEFAULT_TIMEOUT_NS + 2_000_000).contains(&elapsed));
+        xs.set_timeout_ns(10_000_000);
+        assert_eq!(xs.timeout_ns(), 10_000_000);
+        let t0 = xs.env().now_ns();
+        assert_eq!(xs.write("/x", "1"), Err(XsError::Timeout));
+        assert_eq!(xs.env().now_ns() - t0, 10_000_000);
+        // The server comes back.
+        sim(&mut xs).silent = false;
+        xs.write("/x", "2").unwrap();
+        assert_eq!(xs.read("/x").unwrap(), "2");
+    }
+
+    #[test]
+    fn late_reply_after_timeout_is_dropped() {
+        let mut xs = setup();
+        xs.write("/k", "old").unwrap();
+        xs.set_timeout_ns(50_000_000);
+        sim(&mut xs).hold = true;
+        assert_eq!(xs.write("/k", "new"), Err(XsError::Timeout));
+        sim(&mut xs).hold = false;
+        // The held ack for the timed-out write arrives first and is dropped.
+        assert_eq!(xs.read("/k").unwrap(), "new");
+        assert_eq!(xs.stats().stale_replies, 1);
+        assert_eq!(xs.stats().protocol_errors, 0);
+    }
+
+    #[test]
+    fn timeout_mid_send_keeps_stream_framed() {
+        let mut xs = setup();
+        xs.set_timeout_ns(20_000_000);
+        sim(&mut xs).paused = true;
+        let big = "b".repeat(3000);
+        // Only the first 1024 bytes fit: times out half-sent.
+        assert_eq!(xs.write("/half", &big), Err(XsError::Timeout));
+        let prod = ring_field(&mut xs, f_req_prod);
+        // Nothing of this one fits: withdrawn entirely.
+        assert_eq!(xs.write("/never", "x"), Err(XsError::Timeout));
+        assert_eq!(ring_field(&mut xs, f_req_prod), prod);
+        sim(&mut xs).paused = false;
+        // The rest of the half-sent write goes first; its ack is dropped.
+        assert_eq!(xs.read("/half").unwrap(), big);
+        assert_eq!(xs.read("/never"), Err(XsError::Errno(Errno::ENOENT)));
+        assert_eq!(xs.stats().stale_replies, 1);
+        let writes = sim(&mut xs)
+            .requests
+            .iter()
+            .filter(|h| h.msg_type == MsgType::Write as u32)
+            .count();
+        assert_eq!(writes, 1);
+    }
+
+    // ----- a hostile or broken server -----
+
+    #[test]
+    fn reply_len_5000_is_protocol_error_then_recovers() {
+        let mut xs = setup();
+        xs.write("/a", "1").unwrap();
+        sim(&mut xs).mischief = Mischief::LenTooBig;
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("payload too long")));
+        assert_eq!(xs.read("/a").unwrap(), "1");
+        assert_eq!(xs.stats().protocol_errors, 1);
+    }
+
+    #[test]
+    fn rsp_prod_jump_is_protocol_error_then_recovers() {
+        let mut xs = setup_at(u32::MAX - 10);
+        xs.write("/a", "1").unwrap();
+        sim(&mut xs).mischief = Mischief::ProdJump;
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("response ring index out of range")));
+        assert_eq!(ring_field(&mut xs, f_rsp_cons), ring_field(&mut xs, f_rsp_prod));
+        assert_eq!(xs.read("/a").unwrap(), "1");
+        xs.write("/b", "2").unwrap();
+        assert_eq!(xs.directory("/").unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn garbage_type_is_protocol_error_then_recovers() {
+        let mut xs = setup();
+        xs.write("/a", "1").unwrap();
+        sim(&mut xs).mischief = Mischief::GarbageType;
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("unknown message type")));
+        assert_eq!(xs.read("/a").unwrap(), "1");
+    }
+
+    #[test]
+    fn invalid_utf8_and_missing_nul() {
+        let mut xs = setup();
+        xs.write("/a", "1").unwrap();
+        sim(&mut xs).mischief = Mischief::BadUtf8;
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("invalid UTF-8")));
+        sim(&mut xs).mischief = Mischief::ErrorNoNul;
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("missing NUL terminator")));
+        assert_eq!(xs.read("/a").unwrap(), "1");
+    }
+
+    #[test]
+    fn wrong_req_id_and_unsolicited_replies() {
+        let mut xs = setup();
+        xs.write("/a", "1").unwrap();
+        xs.set_timeout_ns(10_000_000);
+        sim(&mut xs).mischief = Mischief::WrongReqId;
+        assert_eq!(xs.read("/a"), Err(XsError::Timeout));
+        assert_eq!(xs.stats().protocol_errors, 1);
+        // A reply with nothing pending, seen by pump().
+        sim(&mut xs).send(msg(MsgType::Read as u32, 999, 0, b"zz"));
+        sim(&mut xs).step();
+        assert_eq!(xs.pump(), Err(XsError::Protocol("reply does not match any request")));
+        // A malformed watch event.
+        sim(&mut xs).send(msg(MsgType::WatchEvent as u32, 0, 0, b"/path-only\0"));
+        sim(&mut xs).step();
+        assert_eq!(xs.pump(), Err(XsError::Protocol("watch event without token")));
+        assert_eq!(xs.pump(), Ok(0));
+        assert_eq!(xs.read("/a").unwrap(), "1");
+        assert_eq!(xs.stats().protocol_errors, 3);
+    }
+
+    #[test]
+    fn bogus_req_cons_is_protocol_error() {
+        let mut xs = setup_at(1000);
+        xs.write("/a", "1").unwrap();
+        let prod = ring_field(&mut xs, f_req_prod);
+        sim(&mut xs).paused = true;
+        sim(&mut xs).set(f_req_cons, prod.wrapping_add(5000));
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("request ring index out of range")));
+        assert_eq!(ring_field(&mut xs, f_req_prod), prod, "nothing written");
+        sim(&mut xs).set(f_req_cons, prod.wrapping_sub(5000));
+        assert_eq!(xs.read("/a"), Err(XsError::Protocol("request ring index out of range")));
+        // The server repairs its index: the client works again.
+        sim(&mut xs).set(f_req_cons, prod);
+        sim(&mut xs).paused = false;
+        assert_eq!(xs.read("/a").unwrap(), "1");
+    }
+
+    #[test]
+    fn hostile_rsp_ring_never_panics() {
+        // Random indices and contents thrown at the client between requests.
+        let mut xs = setup();
+        xs.set_timeout_ns(3_000_000);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let r = rnd();
+            let ring = sim(&mut xs).ring;
+            for i in 0..(r % 64) as usize {
+                let b = rnd() as u8;
+                // SAFETY: index masked to the ring size.
+                unsafe { addr_of_mut!((*ring).rsp).cast::<u8>().add(mask_idx(i as u32 * 7 + round)).write_volatile(b) };
+            }
+            let p = ring_field(&mut xs, f_rsp_prod);
+            let jump = match r % 4 {
+                0 => (rnd() % 2000) as u32,
+                1 => rnd() as u32,
+                _ => (rnd() % 40) as u32,
+            };
+            sim(&mut xs).set(f_rsp_prod, p.wrapping_add(jump));
+            let _ = xs.pump();
+            let _ = xs.read("/x");
+            let _ = xs.directory("/");
+            let _ = xs.poll_watch();
+        }
+        // Once the noise stops, the client talks to the server again.
+        xs.set_timeout_ns(DEFAULT_TIMEOUT_NS);
+        let mut ok = false;
+        for _ in 0..5 {
+            if xs.write("/after", "yes").is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok);
+        assert_eq!(xs.read("/after").unwrap(), "yes");
+    }
+
+    // ----- the pure parser -----
+
+    #[test]
+    fn parse_reply_cases() {
+        let m = msg(MsgType::Write as u32, 3, 0, b"OK\0");
+        let r = parse_reply(&m).unwrap();
+        assert_eq!(r.body, ReplyBody::Ack);
+        assert_eq!(r.header.req_id, 3);
+        assert_eq!(parse_reply(&msg(MsgType::Write as u32, 3, 0, b"OK")).unwrap().body, ReplyBody::Ack);
+        assert!(parse_reply(&msg(MsgType::Write as u32, 3, 0, b"NO\0")).is_err());
+        assert_eq!(
+            parse_reply(&msg(MsgType::Read as u32, 1, 0, b"v\0x")).unwrap().body,
+            ReplyBody::Read(b"v\0x")
+        );
+        let m = msg(MsgType::Directory as u32, 1, 0, b"a\0bc\0");
+        let d = parse_reply(&m).unwrap();
+        match d.body {
+            ReplyBody::Directory(e) => {
+                assert_eq!(e.iter().collect::<Vec<_>>(), vec!["a", "bc"]);
+                assert_eq!(e.len(), 2);
+            }
+            _ => panic!(),
+        }
+        for empty in [&b""[..], b"\0"] {
+            match parse_reply(&msg(MsgType::Directory as u32, 1, 0, empty)).unwrap().body {
+                ReplyBody::Directory(e) => assert!(e.is_empty() && e.iter().next().is_none()),
+                _ => panic!(),
+            }
+        }
+        for bad in [&b"a"[..], b"a\0\0b\0", b"\0a\0", b"\xff\0"] {
+            assert!(parse_reply(&msg(MsgType::Directory as u32, 1, 0, bad)).is_err(), "{:?}", bad);
+        }
+        assert_eq!(
+            parse_reply(&msg(MsgType::TransactionStart as u32, 1, 0, b"42\0")).unwrap().body,
+            ReplyBody::TransactionStarted(TxId(42))
+        );
+        for bad in [&b"0\0"[..], b"42", b"-1\0", b"\0", b"99999999999\0", b"4 2\0"] {
+            assert!(parse_reply(&msg(MsgType::TransactionStart as u32, 1, 0, bad)).is_err());
+        }
+        assert_eq!(
+            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EACCES\0")).unwrap().body,
+            ReplyBody::Error(Errno::EACCES)
+        );
+        assert_eq!(
+            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EWHAT\0")).unwrap().body,
+            ReplyBody::Error(Errno::Unknown)
+        );
+        assert_eq!(
+            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0tok\0")).unwrap().body,
+            ReplyBody::WatchEvent { path: "/p", token: "tok" }
+        );
+        assert_eq!(
+            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0\0")).unwrap().body,
+            ReplyBody::WatchEvent { path: "/p", token: "" }
+        );
+        for bad in [&b""[..], b"/p\0", b"/p\0t", b"/p\0t\0x\0", b"\0t\0"] {
+            assert!(parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, bad)).is_err());
+        }
+        assert_eq!(
+            parse_reply(&msg(MsgType::GetDomainPath as u32, 1, 0, b"/local/domain/1\0")).unwrap().body,
+            ReplyBody::DomainPath("/local/domain/1")
+        );
+        // Framing.
+        assert_eq!(parse_reply(&[0; 15]), Err(XsError::Protocol("truncated header")));
+        let mut m = msg(MsgType::Read as u32, 1, 0, b"abc");
+        m.push(0);
+        assert_eq!(parse_reply(&m), Err(XsError::Protocol("payload length mismatch")));
+        m.truncate(HEADER_LEN + 2);
+        assert_eq!(parse_reply(&m), Err(XsError::Protocol("payload length mismatch")));
+        let mut h = Header { msg_type: 2, req_id: 1, tx_id: 0, len: 5000 }.to_bytes().to_vec();
+        h.extend(vec![0; 5000]);
+        assert_eq!(parse_reply(&h), Err(XsError::Protocol("payload too long")));
+        assert_eq!(parse_reply(&msg(20, 1, 0, b"")), Err(XsError::Protocol("unknown message type")));
+        assert_eq!(parse_reply(&msg(0xffff, 1, 0, b"")), Err(XsError::Protocol("unknown message type")));
+        assert!(parse_reply(&msg(MsgType::GetPerms as u32, 1, 0, b"n0\0")).is_err());
+        // Header round trip.
+        let hd = Header { msg_type: 1, req_id: 2, tx_id: 3, len: 4 };
+        assert_eq!(Header::from_bytes(&hd.to_bytes()), hd);
+        assert_eq!(Header::parse(&hd.to_bytes()[..15]), None);
+    }
+
+    #[test]
+    fn helpers_and_display() {
+        assert_eq!(parse_u32(b"0"), Some(0));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b""), None);
+        assert_eq!(parse_u32(b"+1"), None);
+        let mut b = [0u8; 10];
+        assert_eq!(fmt_u32(0, &mut b), b"0");
+        assert_eq!(fmt_u32(u32::MAX, &mut b), b"4294967295");
+        for (e, n) in ERRNO_NAMES {
+            assert_eq!(Errno::from_name(n.as_bytes()), e);
+            assert_eq!(e.name(), n);
+        }
+        assert_eq!(XsError::Errno(Errno::ENOENT).to_string(), "xenstore error ENOENT");
+        assert_eq!(XsError::Protocol("x").to_string(), "xenstore protocol error: x");
+        for e in [XsError::Again, XsError::Timeout, XsError::TooLong, XsError::BadValue, XsError::Invalid("y")] {
+            assert!(!e.to_string().is_empty());
+        }
+        for v in 0..30 {
+            if let Some(t) = MsgType::from_u32(v) {
+                assert_eq!(t as u32, v);
+            }
+        }
+        for v in 0..12 {
+            if let Some(s) = XenbusState::from_u32(v) {
+                assert_eq!(s as u32, v);
+            }
+        }
+        assert_eq!(mask_idx(u32::MAX), 1023);
+        assert_eq!(mask_idx(1024), 0);
+    }
 }
