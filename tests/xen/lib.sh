@@ -79,3 +79,39 @@ pih_create() {
   printf '%s\n' "$out"
   note "created $PIH_DOM (domid $(xl domid "$PIH_DOM" 2>/dev/null))"
 }
+
+# wait_domain_down NAME TIMEOUT_S: wait until the guest has shut itself
+# down: gone, or in xl's shutdown state ("s") waiting for the toolstack to
+# destroy it (under emulation dom0's teardown of the vifs alone can take
+# several seconds). Returns 1 on timeout.
+wait_domain_down() {
+  local end=$(( $(date +%s) + $2 ))
+  while domain_exists "$1"; do
+    case "$(domain_state "$1")" in *s*) return 0;; esac
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.2
+  done
+  return 0
+}
+
+# shutdown_reason NAME: the reason xl's domain watcher logged for the last
+# shutdown of NAME: poweroff, reboot, suspend, crash, watchdog, soft_reset,
+# or nothing if none yet.
+shutdown_reason() {
+  local code
+  code=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' \
+         "/var/log/xen/xl-$1.log" 2>/dev/null | tail -n1)
+  case "$code" in
+    0) echo poweroff;; 1) echo reboot;; 2) echo suspend;; 3) echo crash;;
+    4) echo watchdog;; 5) echo soft_reset;; "") ;; *) echo "code-$code";;
+  esac
+}
+
+# wait_shutdown_reason NAME TIMEOUT_S: wait until xl logged a reason.
+wait_shutdown_reason() {
+  local end=$(( $(date +%s) + $2 ))
+  while [ -z "$(shutdown_reason "$1")" ]; do
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.2
+  done
+}

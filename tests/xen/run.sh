@@ -93,7 +93,8 @@ run_host_scenario() {
 stream() {
   local t0=$1 line indump=0
   while IFS= read -r line || [ -n "$line" ]; do
-    line=${line%$'\r'}
+    # Serial lines end in \r\n, dom0's often in \r\r\n.
+    while [ "${line%$'\r'}" != "$line" ]; do line=${line%$'\r'}; done
     case "$line" in __QEMU_RC=*) echo "${line#__QEMU_RC=}" > "$BUILD_DIR/qemu.rc"; continue;; esac
     printf '%s\n' "$line" >> "$SERIAL_LOG"
     case "$line" in
