@@ -2,3 +2,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod console;
+pub mod netfront;
+pub mod netif;
+pub mod ring;

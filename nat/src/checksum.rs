@@ -122,32 +122,7 @@ pub fn update_addr(old_checksum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An independent, deliberately naive RFC 1071 implementation.
-    pub(crate) fn naive_checksum(data: &[u8]) -> u16 {
-        let mut s: u32 = 0;
-        let mut i = 0;
-        while i < data.len() {
-            let hi = data[i] as u32;
-            let lo = if i + 1 < data.len() { data[i + 1] as u32 } else { 0 };
-            s += (hi << 8) | lo;
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            i += 2;
-        }
-        !(s as u16)
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::testutil::{naive_checksum, XorShift};
 
     #[test]
     fn rfc1071_example() {

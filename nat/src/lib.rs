@@ -42,6 +42,9 @@ pub mod host;
 pub mod neighbor;
 pub mod wire;
 
+#[cfg(test)]
+mod testutil;
+
 pub use host::{Counters, Disposition, DropReason, Interface, Ipv4Cidr, SendStatus, Transmit};
 pub use neighbor::{NeighborCache, PendingQueue};
 pub use wire::{
