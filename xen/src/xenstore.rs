@@ -1033,7 +1033,10 @@ impl<E: XenStoreEnv> XenStore<E> {
         for p in parts {
             self.out.extend_from_slice(p);
         }
-        self.pending = Some(Pending { req_id, reply: None });
+        self.pending = Some(Pending {
+            req_id,
+            reply: None,
+        });
 
         let deadline = self.env.now_ns().saturating_add(self.timeout_ns);
         loop {
@@ -1041,10 +1044,7 @@ impl<E: XenStoreEnv> XenStore<E> {
             // Drain even when sending failed: the server may be waiting for
             // us to make room in the response ring.
             let _ = self.drain();
-            if let Some(Pending {
-                reply: Some(_), ..
-            }) = self.pending
-            {
+            if let Some(Pending { reply: Some(_), .. }) = self.pending {
                 break;
             }
             let failure = match sent {
@@ -1066,9 +1066,7 @@ impl<E: XenStoreEnv> XenStore<E> {
             self.env.wait(deadline);
         }
         let reply = match self.pending.take() {
-            Some(Pending {
-                reply: Some(r), ..
-            }) => r,
+            Some(Pending { reply: Some(r), .. }) => r,
             _ => Err(XsError::Protocol("internal: reply vanished")),
         };
         if reply.is_err() && self.out_pos <= start && self.out.len() > start {
@@ -1554,12 +1552,20 @@ mod tests {
                 let cons = self.get(f_req_cons);
                 let prod = self.get(f_req_prod);
                 let avail = prod.wrapping_sub(cons) as usize;
-                assert!(avail <= XENSTORE_RING_SIZE, "client overran the request ring");
+                assert!(
+                    avail <= XENSTORE_RING_SIZE,
+                    "client overran the request ring"
+                );
                 let n = avail.min(self.consume_chunk);
                 for i in 0..n {
                     let idx = mask_idx(cons.wrapping_add(i as u32));
                     // SAFETY: idx < ring size; raw volatile read.
-                    let b = unsafe { addr_of!((*self.ring).req).cast::<u8>().add(idx).read_volatile() };
+                    let b = unsafe {
+                        addr_of!((*self.ring).req)
+                            .cast::<u8>()
+                            .add(idx)
+                            .read_volatile()
+                    };
                     self.inbuf.push(b);
                 }
                 self.set(f_req_cons, cons.wrapping_add(n as u32));
@@ -1578,7 +1584,12 @@ mod tests {
                 let idx = mask_idx(prod.wrapping_add(i as u32));
                 let b = self.outq.pop_front().unwrap();
                 // SAFETY: idx < ring size; raw volatile write.
-                unsafe { addr_of_mut!((*self.ring).rsp).cast::<u8>().add(idx).write_volatile(b) };
+                unsafe {
+                    addr_of_mut!((*self.ring).rsp)
+                        .cast::<u8>()
+                        .add(idx)
+                        .write_volatile(b)
+                };
             }
             fence(Ordering::Release);
             self.set(f_rsp_prod, prod.wrapping_add(n as u32));
@@ -1586,8 +1597,13 @@ mod tests {
 
         fn process(&mut self) {
             loop {
-                let Some(h) = Header::parse(&self.inbuf) else { return };
-                assert!(h.len as usize <= XENSTORE_PAYLOAD_MAX, "client sent an oversized request");
+                let Some(h) = Header::parse(&self.inbuf) else {
+                    return;
+                };
+                assert!(
+                    h.len as usize <= XENSTORE_PAYLOAD_MAX,
+                    "client sent an oversized request"
+                );
                 let total = HEADER_LEN + h.len as usize;
                 if self.inbuf.len() < total {
                     return;
@@ -1645,7 +1661,9 @@ mod tests {
                 }
                 Mischief::GarbageType => msg(0xdead, h.req_id, h.tx_id, b"xyz"),
                 Mischief::BadUtf8 => msg(ty as u32, h.req_id, h.tx_id, &[0xff, 0xfe, 0x41]),
-                Mischief::WrongReqId => msg(ty as u32, h.req_id.wrapping_add(1000), h.tx_id, payload),
+                Mischief::WrongReqId => {
+                    msg(ty as u32, h.req_id.wrapping_add(1000), h.tx_id, payload)
+                }
                 Mischief::ErrorNoNul => msg(MsgType::Error as u32, h.req_id, h.tx_id, b"ENOENT"),
             };
             self.send(m);
@@ -1731,7 +1749,11 @@ mod tests {
                     }
                 }
                 MsgType::Directory => {
-                    let store = if h.tx_id != 0 { &self.txs[&h.tx_id].store } else { &self.store };
+                    let store = if h.tx_id != 0 {
+                        &self.txs[&h.tx_id].store
+                    } else {
+                        &self.store
+                    };
                     match store_children(store, &arg0) {
                         Some(children) => {
                             let mut p = Vec::new();
@@ -1810,19 +1832,23 @@ mod tests {
     }
 
     fn f_req_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
-        // SAFETY: field address only.
+        // SAFETY: only called with the live ring pointer; computes a field
+        // address without creating a reference.
         unsafe { addr_of_mut!((*r).req_cons) }
     }
     fn f_req_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
-        // SAFETY: field address only.
+        // SAFETY: only called with the live ring pointer; computes a field
+        // address without creating a reference.
         unsafe { addr_of_mut!((*r).req_prod) }
     }
     fn f_rsp_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
-        // SAFETY: field address only.
+        // SAFETY: only called with the live ring pointer; computes a field
+        // address without creating a reference.
         unsafe { addr_of_mut!((*r).rsp_cons) }
     }
     fn f_rsp_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
-        // SAFETY: field address only.
+        // SAFETY: only called with the live ring pointer; computes a field
+        // address without creating a reference.
         unsafe { addr_of_mut!((*r).rsp_prod) }
     }
 
@@ -1874,7 +1900,10 @@ mod tests {
         &mut xs.env_mut().sim
     }
 
-    fn ring_field(xs: &mut XenStore<TestEnv>, f: fn(*mut XenstoreDomainInterface) -> *mut u32) -> u32 {
+    fn ring_field(
+        xs: &mut XenStore<TestEnv>,
+        f: fn(*mut XenstoreDomainInterface) -> *mut u32,
+    ) -> u32 {
         sim(xs).get(f)
     }
 
@@ -1923,7 +1952,10 @@ mod tests {
         assert_eq!(xs.read_optional("/yes").unwrap(), Some("v".to_string()));
         // An unsupported command comes back as ENOSYS from the simulator.
         let raw = xs.request(MsgType::GetPerms, 0, &[b"/yes\0"]).unwrap();
-        assert_eq!(check_reply(&raw, MsgType::GetPerms), Err(XsError::Errno(Errno::ENOSYS)));
+        assert_eq!(
+            check_reply(&raw, MsgType::GetPerms),
+            Err(XsError::Errno(Errno::ENOSYS))
+        );
     }
 
     #[test]
@@ -1950,7 +1982,8 @@ mod tests {
         assert_eq!(xs.read_u32("/bad"), Err(XsError::BadValue));
         xs.write("/big", "4294967296").unwrap();
         assert_eq!(xs.read_u32("/big"), Err(XsError::BadValue));
-        xs.write_state("/dev/state", XenbusState::Connected).unwrap();
+        xs.write_state("/dev/state", XenbusState::Connected)
+            .unwrap();
         assert_eq!(xs.read("/dev/state").unwrap(), "4");
         assert_eq!(xs.read_state("/dev/state").unwrap(), XenbusState::Connected);
         xs.write_bytes("/bin", &[0, 1, 0xff]).unwrap();
@@ -1964,7 +1997,12 @@ mod tests {
         let ring = Box::into_raw(Box::new(XenstoreDomainInterface::zeroed()));
         let sim = Sim::new(ring);
         sim.set(f_rsp_prod, 37); // 37 bytes of leftovers
-        let env = TestEnv { sim, now: 0, waits: 0, notifies: 0 };
+        let env = TestEnv {
+            sim,
+            now: 0,
+            waits: 0,
+            notifies: 0,
+        };
         // SAFETY: as in `setup_at`.
         let mut xs = unsafe { XenStore::new(ring, env) };
         assert_eq!(ring_field(&mut xs, f_rsp_cons), 37);
@@ -1997,7 +2035,10 @@ mod tests {
         assert_eq!(xs.watch(&long_rel, "t"), Err(XsError::TooLong));
         assert_eq!(xs.read("/a\0b"), Err(XsError::Invalid("NUL byte in path")));
         assert_eq!(xs.read(""), Err(XsError::Invalid("empty path")));
-        assert_eq!(xs.watch("/a", "t\0"), Err(XsError::Invalid("NUL byte in watch token")));
+        assert_eq!(
+            xs.watch("/a", "t\0"),
+            Err(XsError::Invalid("NUL byte in watch token"))
+        );
         // Nothing of the rejected requests went out.
         assert_eq!(ring_field(&mut xs, f_req_prod), prod1);
     }
@@ -2011,7 +2052,10 @@ mod tests {
         // The initial event arrives after the ack; a pump picks it up.
         xs.pump().unwrap();
         assert!(xs.has_pending_watch());
-        assert_eq!(drain_watches(&mut xs), vec![("/w".to_string(), "tok".to_string())]);
+        assert_eq!(
+            drain_watches(&mut xs),
+            vec![("/w".to_string(), "tok".to_string())]
+        );
         assert!(!xs.has_pending_watch());
         // The simulator sends a write's events before the write's ack.
         xs.write("/w/a", "1").unwrap();
@@ -2020,7 +2064,10 @@ mod tests {
         xs.write("/wx", "3").unwrap();
         assert_eq!(
             drain_watches(&mut xs),
-            vec![("/w/a".to_string(), "tok".to_string()), ("/w".to_string(), "tok".to_string())]
+            vec![
+                ("/w/a".to_string(), "tok".to_string()),
+                ("/w".to_string(), "tok".to_string())
+            ]
         );
         xs.unwatch("/w", "tok").unwrap();
         xs.write("/w/b", "1").unwrap();
@@ -2036,15 +2083,22 @@ mod tests {
         xs.watch("/be", "t1").unwrap();
         xs.pump().unwrap();
         drain_watches(&mut xs);
-        sim(&mut xs).inject_before_reply.push_back(watch_event("/be/x", "t1"));
-        sim(&mut xs).inject_before_reply.push_back(watch_event("/be/y", "t1"));
+        sim(&mut xs)
+            .inject_before_reply
+            .push_back(watch_event("/be/x", "t1"));
+        sim(&mut xs)
+            .inject_before_reply
+            .push_back(watch_event("/be/y", "t1"));
         // Also split the stream into small pieces so the event and the
         // reply are each reassembled from several rounds.
         sim(&mut xs).produce_chunk = 5;
         assert_eq!(xs.read("/data").unwrap(), "value");
         assert_eq!(
             drain_watches(&mut xs),
-            vec![("/be/x".to_string(), "t1".to_string()), ("/be/y".to_string(), "t1".to_string())]
+            vec![
+                ("/be/x".to_string(), "t1".to_string()),
+                ("/be/y".to_string(), "t1".to_string())
+            ]
         );
         assert_eq!(xs.stats().protocol_errors, 0);
     }
@@ -2118,7 +2172,8 @@ mod tests {
                 attempts += 1;
                 if attempts == 1 {
                     // Another domain writes before we commit.
-                    xs.env_mut().sim.conflict_before_commit = Some(("/c".to_string(), b"10".to_vec()));
+                    xs.env_mut().sim.conflict_before_commit =
+                        Some(("/c".to_string(), b"10".to_vec()));
                 }
                 let n = xs.read_u32_tx(tx, "/c")?;
                 xs.write_u32_tx(tx, "/c", n + 1)?;
@@ -2168,7 +2223,10 @@ mod tests {
         assert_eq!(drain_watches(&mut xs).len(), 2);
         let req_prod = ring_field(&mut xs, f_req_prod);
         let rsp_prod = ring_field(&mut xs, f_rsp_prod);
-        assert!(req_prod < start && rsp_prod < start, "indices wrapped past u32::MAX");
+        assert!(
+            req_prod < start && rsp_prod < start,
+            "indices wrapped past u32::MAX"
+        );
         assert_eq!(ring_field(&mut xs, f_req_cons), req_prod);
         assert_eq!(ring_field(&mut xs, f_rsp_cons), rsp_prod);
         assert_eq!(xs.stats(), XsStats::default());
@@ -2271,8 +2329,14 @@ mod tests {
         let mut xs = setup_at(u32::MAX - 10);
         xs.write("/a", "1").unwrap();
         sim(&mut xs).mischief = Mischief::ProdJump;
-        assert_eq!(xs.read("/a"), Err(XsError::Protocol("response ring index out of range")));
-        assert_eq!(ring_field(&mut xs, f_rsp_cons), ring_field(&mut xs, f_rsp_prod));
+        assert_eq!(
+            xs.read("/a"),
+            Err(XsError::Protocol("response ring index out of range"))
+        );
+        assert_eq!(
+            ring_field(&mut xs, f_rsp_cons),
+            ring_field(&mut xs, f_rsp_prod)
+        );
         assert_eq!(xs.read("/a").unwrap(), "1");
         xs.write("/b", "2").unwrap();
         assert_eq!(xs.directory("/").unwrap(), vec!["a", "b"]);
@@ -2283,7 +2347,10 @@ mod tests {
         let mut xs = setup();
         xs.write("/a", "1").unwrap();
         sim(&mut xs).mischief = Mischief::GarbageType;
-        assert_eq!(xs.read("/a"), Err(XsError::Protocol("unknown message type")));
+        assert_eq!(
+            xs.read("/a"),
+            Err(XsError::Protocol("unknown message type"))
+        );
         assert_eq!(xs.read("/a").unwrap(), "1");
     }
 
@@ -2294,7 +2361,10 @@ mod tests {
         sim(&mut xs).mischief = Mischief::BadUtf8;
         assert_eq!(xs.read("/a"), Err(XsError::Protocol("invalid UTF-8")));
         sim(&mut xs).mischief = Mischief::ErrorNoNul;
-        assert_eq!(xs.read("/a"), Err(XsError::Protocol("missing NUL terminator")));
+        assert_eq!(
+            xs.read("/a"),
+            Err(XsError::Protocol("missing NUL terminator"))
+        );
         assert_eq!(xs.read("/a").unwrap(), "1");
     }
 
@@ -2309,11 +2379,17 @@ mod tests {
         // A reply with nothing pending, seen by pump().
         sim(&mut xs).send(msg(MsgType::Read as u32, 999, 0, b"zz"));
         sim(&mut xs).step();
-        assert_eq!(xs.pump(), Err(XsError::Protocol("reply does not match any request")));
+        assert_eq!(
+            xs.pump(),
+            Err(XsError::Protocol("reply does not match any request"))
+        );
         // A malformed watch event.
         sim(&mut xs).send(msg(MsgType::WatchEvent as u32, 0, 0, b"/path-only\0"));
         sim(&mut xs).step();
-        assert_eq!(xs.pump(), Err(XsError::Protocol("watch event without token")));
+        assert_eq!(
+            xs.pump(),
+            Err(XsError::Protocol("watch event without token"))
+        );
         assert_eq!(xs.pump(), Ok(0));
         assert_eq!(xs.read("/a").unwrap(), "1");
         assert_eq!(xs.stats().protocol_errors, 3);
@@ -2326,10 +2402,16 @@ mod tests {
         let prod = ring_field(&mut xs, f_req_prod);
         sim(&mut xs).paused = true;
         sim(&mut xs).set(f_req_cons, prod.wrapping_add(5000));
-        assert_eq!(xs.read("/a"), Err(XsError::Protocol("request ring index out of range")));
+        assert_eq!(
+            xs.read("/a"),
+            Err(XsError::Protocol("request ring index out of range"))
+        );
         assert_eq!(ring_field(&mut xs, f_req_prod), prod, "nothing written");
         sim(&mut xs).set(f_req_cons, prod.wrapping_sub(5000));
-        assert_eq!(xs.read("/a"), Err(XsError::Protocol("request ring index out of range")));
+        assert_eq!(
+            xs.read("/a"),
+            Err(XsError::Protocol("request ring index out of range"))
+        );
         // The server repairs its index: the client works again.
         sim(&mut xs).set(f_req_cons, prod);
         sim(&mut xs).paused = false;
@@ -2354,7 +2436,12 @@ mod tests {
             for i in 0..(r % 64) as usize {
                 let b = rnd() as u8;
                 // SAFETY: index masked to the ring size.
-                unsafe { addr_of_mut!((*ring).rsp).cast::<u8>().add(mask_idx(i as u32 * 7 + round)).write_volatile(b) };
+                unsafe {
+                    addr_of_mut!((*ring).rsp)
+                        .cast::<u8>()
+                        .add(mask_idx(i as u32 * 7 + round))
+                        .write_volatile(b)
+                };
             }
             let p = ring_field(&mut xs, f_rsp_prod);
             let jump = match r % 4 {
@@ -2389,10 +2476,17 @@ mod tests {
         let r = parse_reply(&m).unwrap();
         assert_eq!(r.body, ReplyBody::Ack);
         assert_eq!(r.header.req_id, 3);
-        assert_eq!(parse_reply(&msg(MsgType::Write as u32, 3, 0, b"OK")).unwrap().body, ReplyBody::Ack);
+        assert_eq!(
+            parse_reply(&msg(MsgType::Write as u32, 3, 0, b"OK"))
+                .unwrap()
+                .body,
+            ReplyBody::Ack
+        );
         assert!(parse_reply(&msg(MsgType::Write as u32, 3, 0, b"NO\0")).is_err());
         assert_eq!(
-            parse_reply(&msg(MsgType::Read as u32, 1, 0, b"v\0x")).unwrap().body,
+            parse_reply(&msg(MsgType::Read as u32, 1, 0, b"v\0x"))
+                .unwrap()
+                .body,
             ReplyBody::Read(b"v\0x")
         );
         let m = msg(MsgType::Directory as u32, 1, 0, b"a\0bc\0");
@@ -2405,59 +2499,123 @@ mod tests {
             _ => panic!(),
         }
         for empty in [&b""[..], b"\0"] {
-            match parse_reply(&msg(MsgType::Directory as u32, 1, 0, empty)).unwrap().body {
+            match parse_reply(&msg(MsgType::Directory as u32, 1, 0, empty))
+                .unwrap()
+                .body
+            {
                 ReplyBody::Directory(e) => assert!(e.is_empty() && e.iter().next().is_none()),
                 _ => panic!(),
             }
         }
         for bad in [&b"a"[..], b"a\0\0b\0", b"\0a\0", b"\xff\0"] {
-            assert!(parse_reply(&msg(MsgType::Directory as u32, 1, 0, bad)).is_err(), "{:?}", bad);
+            assert!(
+                parse_reply(&msg(MsgType::Directory as u32, 1, 0, bad)).is_err(),
+                "{:?}",
+                bad
+            );
         }
         assert_eq!(
-            parse_reply(&msg(MsgType::TransactionStart as u32, 1, 0, b"42\0")).unwrap().body,
+            parse_reply(&msg(MsgType::TransactionStart as u32, 1, 0, b"42\0"))
+                .unwrap()
+                .body,
             ReplyBody::TransactionStarted(TxId(42))
         );
-        for bad in [&b"0\0"[..], b"42", b"-1\0", b"\0", b"99999999999\0", b"4 2\0"] {
+        for bad in [
+            &b"0\0"[..],
+            b"42",
+            b"-1\0",
+            b"\0",
+            b"99999999999\0",
+            b"4 2\0",
+        ] {
             assert!(parse_reply(&msg(MsgType::TransactionStart as u32, 1, 0, bad)).is_err());
         }
         assert_eq!(
-            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EACCES\0")).unwrap().body,
+            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EACCES\0"))
+                .unwrap()
+                .body,
             ReplyBody::Error(Errno::EACCES)
         );
         assert_eq!(
-            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EWHAT\0")).unwrap().body,
+            parse_reply(&msg(MsgType::Error as u32, 1, 0, b"EWHAT\0"))
+                .unwrap()
+                .body,
             ReplyBody::Error(Errno::Unknown)
         );
         assert_eq!(
-            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0tok\0")).unwrap().body,
-            ReplyBody::WatchEvent { path: "/p", token: "tok" }
+            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0tok\0"))
+                .unwrap()
+                .body,
+            ReplyBody::WatchEvent {
+                path: "/p",
+                token: "tok"
+            }
         );
         assert_eq!(
-            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0\0")).unwrap().body,
-            ReplyBody::WatchEvent { path: "/p", token: "" }
+            parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, b"/p\0\0"))
+                .unwrap()
+                .body,
+            ReplyBody::WatchEvent {
+                path: "/p",
+                token: ""
+            }
         );
         for bad in [&b""[..], b"/p\0", b"/p\0t", b"/p\0t\0x\0", b"\0t\0"] {
             assert!(parse_reply(&msg(MsgType::WatchEvent as u32, 0, 0, bad)).is_err());
         }
         assert_eq!(
-            parse_reply(&msg(MsgType::GetDomainPath as u32, 1, 0, b"/local/domain/1\0")).unwrap().body,
+            parse_reply(&msg(
+                MsgType::GetDomainPath as u32,
+                1,
+                0,
+                b"/local/domain/1\0"
+            ))
+            .unwrap()
+            .body,
             ReplyBody::DomainPath("/local/domain/1")
         );
         // Framing.
-        assert_eq!(parse_reply(&[0; 15]), Err(XsError::Protocol("truncated header")));
+        assert_eq!(
+            parse_reply(&[0; 15]),
+            Err(XsError::Protocol("truncated header"))
+        );
         let mut m = msg(MsgType::Read as u32, 1, 0, b"abc");
         m.push(0);
-        assert_eq!(parse_reply(&m), Err(XsError::Protocol("payload length mismatch")));
+        assert_eq!(
+            parse_reply(&m),
+            Err(XsError::Protocol("payload length mismatch"))
+        );
         m.truncate(HEADER_LEN + 2);
-        assert_eq!(parse_reply(&m), Err(XsError::Protocol("payload length mismatch")));
-        let mut h = Header { msg_type: 2, req_id: 1, tx_id: 0, len: 5000 }.to_bytes().to_vec();
+        assert_eq!(
+            parse_reply(&m),
+            Err(XsError::Protocol("payload length mismatch"))
+        );
+        let mut h = Header {
+            msg_type: 2,
+            req_id: 1,
+            tx_id: 0,
+            len: 5000,
+        }
+        .to_bytes()
+        .to_vec();
         h.extend(vec![0; 5000]);
         assert_eq!(parse_reply(&h), Err(XsError::Protocol("payload too long")));
-        assert_eq!(parse_reply(&msg(20, 1, 0, b"")), Err(XsError::Protocol("unknown message type")));
-        assert_eq!(parse_reply(&msg(0xffff, 1, 0, b"")), Err(XsError::Protocol("unknown message type")));
+        assert_eq!(
+            parse_reply(&msg(20, 1, 0, b"")),
+            Err(XsError::Protocol("unknown message type"))
+        );
+        assert_eq!(
+            parse_reply(&msg(0xffff, 1, 0, b"")),
+            Err(XsError::Protocol("unknown message type"))
+        );
         assert!(parse_reply(&msg(MsgType::GetPerms as u32, 1, 0, b"n0\0")).is_err());
         // Header round trip.
-        let hd = Header { msg_type: 1, req_id: 2, tx_id: 3, len: 4 };
+        let hd = Header {
+            msg_type: 1,
+            req_id: 2,
+            tx_id: 3,
+            len: 4,
+        };
         assert_eq!(Header::from_bytes(&hd.to_bytes()), hd);
         assert_eq!(Header::parse(&hd.to_bytes()[..15]), None);
     }
@@ -2476,9 +2634,21 @@ mod tests {
             assert_eq!(Errno::from_name(n.as_bytes()), e);
             assert_eq!(e.name(), n);
         }
-        assert_eq!(XsError::Errno(Errno::ENOENT).to_string(), "xenstore error ENOENT");
-        assert_eq!(XsError::Protocol("x").to_string(), "xenstore protocol error: x");
-        for e in [XsError::Again, XsError::Timeout, XsError::TooLong, XsError::BadValue, XsError::Invalid("y")] {
+        assert_eq!(
+            XsError::Errno(Errno::ENOENT).to_string(),
+            "xenstore error ENOENT"
+        );
+        assert_eq!(
+            XsError::Protocol("x").to_string(),
+            "xenstore protocol error: x"
+        );
+        for e in [
+            XsError::Again,
+            XsError::Timeout,
+            XsError::TooLong,
+            XsError::BadValue,
+            XsError::Invalid("y"),
+        ] {
             assert!(!e.to_string().is_empty());
         }
         for v in 0..30 {

@@ -61,7 +61,12 @@ impl FuzzEnv {
         for (i, &b) in bytes.iter().take(XENSTORE_RING_SIZE).enumerate() {
             let at = mask_idx(prod.wrapping_add(i as u32));
             // SAFETY: `at` is masked to the ring size.
-            unsafe { addr_of_mut!((*self.ring).rsp).cast::<u8>().add(at).write_volatile(b) };
+            unsafe {
+                addr_of_mut!((*self.ring).rsp)
+                    .cast::<u8>()
+                    .add(at)
+                    .write_volatile(b)
+            };
         }
         let n = bytes.len().min(XENSTORE_RING_SIZE) as u32;
         self.set_idx(rsp_prod, prod.wrapping_add(n));
@@ -74,7 +79,12 @@ impl FuzzEnv {
         for i in 0..avail {
             let at = mask_idx(cons.wrapping_add(i as u32));
             // SAFETY: `at` is masked to the ring size.
-            let b = unsafe { addr_of!((*self.ring).req).cast::<u8>().add(at).read_volatile() };
+            let b = unsafe {
+                addr_of!((*self.ring).req)
+                    .cast::<u8>()
+                    .add(at)
+                    .read_volatile()
+            };
             self.req_buf.push(b);
         }
         self.set_idx(req_cons, cons.wrapping_add(avail as u32));
@@ -101,7 +111,12 @@ impl FuzzEnv {
                 let ty = u32::from(self.byte().unwrap_or(0) % 24);
                 let len = usize::from(self.byte().unwrap_or(0));
                 let payload = self.bytes(len);
-                let h = Header { msg_type: ty, req_id: self.last_req_id, tx_id: 0, len: payload.len() as u32 };
+                let h = Header {
+                    msg_type: ty,
+                    req_id: self.last_req_id,
+                    tx_id: 0,
+                    len: payload.len() as u32,
+                };
                 let mut m = h.to_bytes().to_vec();
                 m.extend_from_slice(&payload);
                 self.produce(&m);
@@ -110,7 +125,12 @@ impl FuzzEnv {
                 // A well-formed acknowledgement or read reply.
                 self.consume_requests();
                 let ty = u32::from(self.byte().unwrap_or(0) % 24);
-                let h = Header { msg_type: ty, req_id: self.last_req_id, tx_id: 0, len: 3 };
+                let h = Header {
+                    msg_type: ty,
+                    req_id: self.last_req_id,
+                    tx_id: 0,
+                    len: 3,
+                };
                 let mut m = h.to_bytes().to_vec();
                 m.extend_from_slice(b"OK\0");
                 self.produce(&m);
@@ -126,7 +146,12 @@ impl FuzzEnv {
                 let mut p = self.bytes(n);
                 p.push(0);
                 p.extend_from_slice(b"tok\0");
-                let h = Header { msg_type: 15, req_id: 0, tx_id: 0, len: p.len() as u32 };
+                let h = Header {
+                    msg_type: 15,
+                    req_id: 0,
+                    tx_id: 0,
+                    len: p.len() as u32,
+                };
                 let mut m = h.to_bytes().to_vec();
                 m.extend_from_slice(&p);
                 self.produce(&m);
@@ -170,25 +195,36 @@ impl XenStoreEnv for FuzzEnv {
 }
 
 fn req_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
-    // SAFETY: field address only.
+    // SAFETY: only called with the live ring pointer; computes a field
+    // address without creating a reference.
     unsafe { addr_of_mut!((*r).req_cons) }
 }
 fn req_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
-    // SAFETY: field address only.
+    // SAFETY: only called with the live ring pointer; computes a field
+    // address without creating a reference.
     unsafe { addr_of_mut!((*r).req_prod) }
 }
 fn rsp_prod(r: *mut XenstoreDomainInterface) -> *mut u32 {
-    // SAFETY: field address only.
+    // SAFETY: only called with the live ring pointer; computes a field
+    // address without creating a reference.
     unsafe { addr_of_mut!((*r).rsp_prod) }
 }
 fn rsp_cons(r: *mut XenstoreDomainInterface) -> *mut u32 {
-    // SAFETY: field address only.
+    // SAFETY: only called with the live ring pointer; computes a field
+    // address without creating a reference.
     unsafe { addr_of_mut!((*r).rsp_cons) }
 }
 
 fuzz_target!(|data: &[u8]| {
     let ring = Box::into_raw(Box::new(XenstoreDomainInterface::zeroed()));
-    let mut env = FuzzEnv { ring, data: data.to_vec(), pos: 0, now: 0, req_buf: Vec::new(), last_req_id: 0 };
+    let mut env = FuzzEnv {
+        ring,
+        data: data.to_vec(),
+        pos: 0,
+        now: 0,
+        req_buf: Vec::new(),
+        last_req_id: 0,
+    };
     for f in [req_cons, req_prod, rsp_cons, rsp_prod] {
         let v = env.u32().unwrap_or(0);
         env.set_idx(f, v);
