@@ -17,7 +17,7 @@
 //!
 //! Usage per event-channel notification (or poll):
 //!
-//! ```ignore
+//! ```text
 //! let rx = vif.poll_rx(|frame| handle(frame.data()));
 //! if rx.notify { evtchn_notify(port) }
 //! vif.reclaim_tx();
@@ -213,12 +213,21 @@ struct TxBuf {
 enum TxSlot {
     Free,
     /// One of our tx buffers is in flight.
-    Own { buf: u16, len: u16 },
+    Own {
+        buf: u16,
+        len: u16,
+    },
     /// A page granted by someone else is in flight.
-    Foreign { cookie: u32, len: u16 },
+    Foreign {
+        cookie: u32,
+        len: u16,
+    },
     /// A foreign request completed; the id is released once the completion
     /// has been taken.
-    Done { cookie: u32, status: i16 },
+    Done {
+        cookie: u32,
+        status: i16,
+    },
 }
 
 /// Where the rx parser is within a (possibly multi-slot) frame.
@@ -295,7 +304,12 @@ where
     ) -> Result<Self, SetupError> {
         // SAFETY: forwarded contract.
         unsafe {
-            Self::with_front_rings(FrontRing::new(tx), FrontRing::new(rx), rx_buffers, tx_buffers)
+            Self::with_front_rings(
+                FrontRing::new(tx),
+                FrontRing::new(rx),
+                rx_buffers,
+                tx_buffers,
+            )
         }
     }
 
@@ -316,13 +330,21 @@ where
         if tx_buffers.len() > MAX_TX_BUFFERS {
             return Err(SetupError::TooManyTxBuffers);
         }
-        if rx_buffers.iter().chain(tx_buffers).any(|(p, _)| p.is_null()) {
+        if rx_buffers
+            .iter()
+            .chain(tx_buffers)
+            .any(|(p, _)| p.is_null())
+        {
             return Err(SetupError::NullPage);
         }
         let mut rx_bufs = Vec::new();
         let mut rx_free = Vec::new();
         for (i, &(page, gref)) in rx_buffers.iter().enumerate() {
-            let _ = rx_bufs.push(RxBuf { page, gref, state: RxState::Free });
+            let _ = rx_bufs.push(RxBuf {
+                page,
+                gref,
+                state: RxState::Free,
+            });
             let _ = rx_free.push(i as u16); // fits: len <= capacity checked
         }
         rx_free.reverse(); // buffer 0 is posted first
@@ -368,6 +390,11 @@ where
         self.rx_posted
     }
 
+    /// Rx buffers free (neither posted nor held).
+    pub fn free_rx(&self) -> usize {
+        self.rx_free.len()
+    }
+
     /// Rx buffers held by the caller ([`RxFrame::hold`]).
     pub fn held_rx(&self) -> usize {
         self.rx_held
@@ -410,7 +437,11 @@ where
             let Some(b) = self.rx_free.pop() else { break };
             let buf = &mut self.rx_bufs[b as usize];
             let slot = self.rx.req_prod_pvt();
-            let req = NetifRxRequest { id: b, pad: 0, gref: buf.gref };
+            let req = NetifRxRequest {
+                id: b,
+                pad: 0,
+                gref: buf.gref,
+            };
             if self.rx.push_request(req).is_err() {
                 let _ = self.rx_free.push(b);
                 break;
@@ -440,7 +471,8 @@ where
         self.rx_posted -= 1;
         // Cannot fail: each buffer is on the free list at most once (only
         // on the Posted -> Free transition) and the list holds them all.
-        let _ = self.rx_free.push(b);
+        let pushed = self.rx_free.push(b);
+        debug_assert!(pushed.is_ok());
     }
 
     /// Gives back a buffer kept with [`RxFrame::hold`]; it is posted again
@@ -451,7 +483,8 @@ where
             Some(buf) if buf.state == RxState::Held => {
                 buf.state = RxState::Free;
                 self.rx_held -= 1;
-                let _ = self.rx_free.push(buffer_id);
+                let pushed = self.rx_free.push(buffer_id);
+                debug_assert!(pushed.is_ok());
                 true
             }
             _ => false,
@@ -477,7 +510,9 @@ where
         let mut slots = 0usize;
         loop {
             while slots < budget {
-                let Some((idx, rsp)) = self.rx.take_response_at() else { break };
+                let Some((idx, rsp)) = self.rx.take_response_at() else {
+                    break;
+                };
                 slots += 1;
                 self.rx_slot(idx, rsp, &mut visit, &mut out.delivered);
             }
@@ -514,7 +549,11 @@ where
                     self.counters.protocol_errors += 1;
                 }
                 if !NetifExtraInfoHeader::from_rx_slot(&rsp).more() {
-                    self.rx_parse = if then_frags { RxParse::Frags } else { RxParse::Start };
+                    self.rx_parse = if then_frags {
+                        RxParse::Frags
+                    } else {
+                        RxParse::Start
+                    };
                 }
             }
             RxParse::Frags => {
@@ -543,7 +582,11 @@ where
             if let Some(b) = buf {
                 self.rx_recycle(b);
             }
-            self.rx_parse = if extra { RxParse::Extras { then_frags: true } } else { RxParse::Frags };
+            self.rx_parse = if extra {
+                RxParse::Extras { then_frags: true }
+            } else {
+                RxParse::Frags
+            };
             return;
         }
         if extra {
@@ -571,8 +614,14 @@ where
         // it again before we repost it), and no other reference to the page
         // exists on our side while the visitor runs (`&mut self`).
         let data = unsafe { core::slice::from_raw_parts_mut(page.add(offset), len) };
-        let mut frame =
-            RxFrame { data, flags: rsp.flags, buffer: b, gref, offset: rsp.offset, hold: false };
+        let mut frame = RxFrame {
+            data,
+            flags: rsp.flags,
+            buffer: b,
+            gref,
+            offset: rsp.offset,
+            hold: false,
+        };
         visit(&mut frame);
         let hold = frame.hold;
         self.counters.rx_packets += 1;
@@ -591,7 +640,9 @@ where
 
     /// Whether a tx request (with one of our buffers if `own`) can be queued.
     fn tx_room(&self, own: bool) -> bool {
-        self.tx.free_requests() > 0 && !self.tx_id_free.is_empty() && (!own || !self.tx_free.is_empty())
+        self.tx.free_requests() > 0
+            && !self.tx_id_free.is_empty()
+            && (!own || !self.tx_free.is_empty())
     }
 
     /// Makes room (reclaiming completed requests if needed) or counts a
@@ -613,7 +664,11 @@ where
     /// length (1..=len; 0 cancels). The request is published by
     /// [`NetfrontRings::flush_tx`]. No checksum offload: the frame must be
     /// complete.
-    pub fn transmit<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, fill: F) -> Result<(), TxError> {
+    pub fn transmit<F: FnOnce(&mut [u8]) -> usize>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> Result<(), TxError> {
         if len == 0 || len > MAX_FRAME_LEN {
             self.counters.tx_drops += 1;
             return Err(TxError::BadLength);
@@ -635,7 +690,13 @@ where
             self.counters.tx_drops += 1;
             return Err(TxError::BadLength);
         }
-        let req = NetifTxRequest { gref, offset: 0, flags: 0, id, size: n as u16 };
+        let req = NetifTxRequest {
+            gref,
+            offset: 0,
+            flags: 0,
+            id,
+            size: n as u16,
+        };
         if self.tx.push_request(req).is_err() {
             // Unreachable: a free slot was checked.
             let _ = self.tx_free.push(buf);
@@ -653,8 +714,17 @@ where
     /// at `offset` of the page `gref`. The page must stay granted and
     /// untouched until [`NetfrontRings::take_tx_completion`] returns
     /// `cookie`. Published by [`NetfrontRings::flush_tx`].
-    pub fn transmit_granted(&mut self, gref: GrantRef, offset: u16, len: u16, cookie: u32) -> Result<(), TxError> {
-        if len == 0 || len as usize > MAX_FRAME_LEN || offset as usize + len as usize > XEN_PAGE_SIZE {
+    pub fn transmit_granted(
+        &mut self,
+        gref: GrantRef,
+        offset: u16,
+        len: u16,
+        cookie: u32,
+    ) -> Result<(), TxError> {
+        if len == 0
+            || len as usize > MAX_FRAME_LEN
+            || offset as usize + len as usize > XEN_PAGE_SIZE
+        {
             self.counters.tx_drops += 1;
             return Err(TxError::BadLength);
         }
@@ -662,7 +732,13 @@ where
         let Some(id) = self.tx_id_free.pop() else {
             return Err(TxError::RingFull); // unreachable: room was checked
         };
-        let req = NetifTxRequest { gref, offset, flags: 0, id, size: len };
+        let req = NetifTxRequest {
+            gref,
+            offset,
+            flags: 0,
+            id,
+            size: len,
+        };
         if self.tx.push_request(req).is_err() {
             let _ = self.tx_id_free.push(id);
             self.counters.tx_ring_full += 1;
@@ -706,14 +782,18 @@ where
         let id = rsp.id as usize;
         let len = match self.tx_slots.get(id) {
             Some(&TxSlot::Own { buf, len }) => {
-                let _ = self.tx_free.push(buf);
-                let _ = self.tx_id_free.push(rsp.id);
+                let pushed = self.tx_free.push(buf).and(self.tx_id_free.push(rsp.id));
+                debug_assert!(pushed.is_ok());
                 self.tx_slots[id] = TxSlot::Free;
                 len
             }
             Some(&TxSlot::Foreign { cookie, len }) => {
-                self.tx_slots[id] = TxSlot::Done { cookie, status: rsp.status };
-                let _ = self.tx_done.push_back(rsp.id); // ids are unique: fits
+                self.tx_slots[id] = TxSlot::Done {
+                    cookie,
+                    status: rsp.status,
+                };
+                let pushed = self.tx_done.push_back(rsp.id); // ids are unique: fits
+                debug_assert!(pushed.is_ok());
                 len
             }
             _ => {
@@ -741,7 +821,8 @@ where
         match self.tx_slots[id as usize] {
             TxSlot::Done { cookie, status } => {
                 self.tx_slots[id as usize] = TxSlot::Free;
-                let _ = self.tx_id_free.push(id);
+                let pushed = self.tx_id_free.push(id);
+                debug_assert!(pushed.is_ok());
                 Some(TxCompletion { cookie, status })
             }
             _ => None, // unreachable: only Done ids are queued
@@ -756,3 +837,953 @@ use crate::netif;
 #[cfg(test)]
 #[path = "../benches/support/netback.rs"]
 mod sim;
+
+#[cfg(test)]
+mod tests {
+    use super::sim::{init_ring_at, page_bytes, Pages, SimNetback, SimRxRing};
+    use super::*;
+    use crate::netif::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    const RX_GREF: u32 = 1000;
+    const TX_GREF: u32 = 2000;
+    const FOREIGN_GREF: u32 = 3000;
+
+    type Front = NetfrontRings<TxSharedRing, RxSharedRing>;
+
+    /// A vif wired to the simulated backend. `pages` is dropped last.
+    struct Vif {
+        fe: Front,
+        be: SimNetback,
+        rx_pages: Vec<*mut u8>,
+        /// The front's rx side armed `rsp_event` and saw nothing: the next
+        /// response must be notified.
+        fe_rx_asleep: bool,
+        pages: Pages,
+    }
+
+    fn frame(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(len as u32) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn vif_at(n_rx: usize, n_tx: usize, start: u32) -> Vif {
+        let mut pages = Pages::new();
+        let tx_ring = pages.alloc();
+        let rx_ring = pages.alloc();
+        let rx_pages: Vec<_> = (0..n_rx).map(|_| pages.alloc()).collect();
+        let tx_pages: Vec<_> = (0..n_tx).map(|_| pages.alloc()).collect();
+        // SAFETY: the pages are freed only when `Vif::pages` drops, after
+        // the front and the backend.
+        let (txr, rxr) = unsafe { (TxSharedRing::new(tx_ring), RxSharedRing::new(rx_ring)) };
+        init_ring_at(&txr, start);
+        init_ring_at(&rxr, start);
+        let rxb: Vec<_> = rx_pages
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, RX_GREF + i as u32))
+            .collect();
+        let txb: Vec<_> = tx_pages
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, TX_GREF + i as u32))
+            .collect();
+        // SAFETY: as above; every page is distinct and used by nobody else.
+        let fe = unsafe {
+            NetfrontRings::with_front_rings(
+                FrontRing::attach(txr, start),
+                FrontRing::attach(rxr, start),
+                &rxb,
+                &txb,
+            )
+        }
+        .unwrap();
+        // SAFETY: as above.
+        let mut be = unsafe { SimNetback::new(tx_ring, rx_ring, start) };
+        for &(p, g) in rxb.iter().chain(&txb) {
+            be.grant(g, p);
+        }
+        Vif {
+            fe,
+            be,
+            rx_pages,
+            fe_rx_asleep: true,
+            pages,
+        }
+    }
+
+    fn vif(n_rx: usize, n_tx: usize) -> Vif {
+        vif_at(n_rx, n_tx, 0)
+    }
+
+    impl Vif {
+        fn send(&mut self, f: &[u8]) -> Result<(), TxError> {
+            self.fe.transmit(f.len(), |buf| {
+                buf.copy_from_slice(f);
+                f.len()
+            })
+        }
+
+        /// flush_tx, kicking the backend when told to; a sleeping backend
+        /// with work must have been told to.
+        fn flush(&mut self) -> bool {
+            let n = self.fe.flush_tx();
+            if n {
+                self.be.kick();
+            }
+            assert!(!self.be.tx_needs_kick(), "lost tx wake-up");
+            n
+        }
+
+        fn fill(&mut self) -> bool {
+            let n = self.fe.fill_rx();
+            if n {
+                self.be.kick();
+            }
+            assert!(!self.be.rx_needs_kick(), "lost rx-buffer wake-up");
+            n
+        }
+
+        /// The backend publishes its rx responses. It must notify exactly
+        /// when the front went idle since its last notification.
+        fn push_rx(&mut self) -> bool {
+            let pushed = self.be.rx.shared().rsp_prod() != self.be.rx.rsp_prod_pvt();
+            let n = self.be.push_rx();
+            assert_eq!(n, self.fe_rx_asleep && pushed, "rx notification");
+            if n {
+                self.fe_rx_asleep = false;
+            }
+            n
+        }
+
+        fn poll(&mut self) -> (Vec<Vec<u8>>, RxPoll) {
+            let mut got = Vec::new();
+            let r = self.poll_with(|f| got.push(f.data().to_vec()));
+            (got, r)
+        }
+
+        fn poll_with<F: FnMut(&mut RxFrame<'_>)>(&mut self, f: F) -> RxPoll {
+            self.poll_budget_with(usize::MAX, f)
+        }
+
+        /// poll_rx_budget, kicking the backend when told to and tracking
+        /// whether the front went idle (armed rsp_event).
+        fn poll_budget_with<F: FnMut(&mut RxFrame<'_>)>(&mut self, budget: usize, f: F) -> RxPoll {
+            let r = self.fe.poll_rx_budget(budget, f);
+            if r.notify {
+                self.be.kick();
+            }
+            assert!(!self.be.rx_needs_kick(), "lost rx-buffer wake-up");
+            self.fe_rx_asleep = !r.more;
+            r
+        }
+
+        fn backend_tx(&mut self) -> Vec<Vec<u8>> {
+            let mut seen = Vec::new();
+            self.be.process_tx(|f| seen.push(f.to_vec()));
+            seen
+        }
+    }
+
+    #[test]
+    fn setup_checks_its_inputs() {
+        let mut pages = Pages::new();
+        let (t, r) = (pages.alloc(), pages.alloc());
+        let p = pages.alloc();
+        let many = vec![(p, 1u32); 257];
+        // SAFETY: the pages outlive the attempts; nothing is built.
+        unsafe {
+            let e = Front::new(TxSharedRing::new(t), RxSharedRing::new(r), &many, &[]);
+            assert_eq!(e.err(), Some(SetupError::TooManyRxBuffers));
+            let e = Front::new(TxSharedRing::new(t), RxSharedRing::new(r), &[], &many);
+            assert_eq!(e.err(), Some(SetupError::TooManyTxBuffers));
+            let e = Front::new(
+                TxSharedRing::new(t),
+                RxSharedRing::new(r),
+                &[(core::ptr::null_mut(), 1)],
+                &[],
+            );
+            assert_eq!(e.err(), Some(SetupError::NullPage));
+            let ok = Front::new(
+                TxSharedRing::new(t),
+                RxSharedRing::new(r),
+                &many[..256],
+                &many[..256],
+            );
+            let fe = ok.unwrap();
+            assert_eq!(fe.tx_ring().shared().req_event(), 1, "rings initialised");
+            assert!(core::mem::size_of::<Front>() < 16 * 1024);
+        }
+    }
+
+    #[test]
+    fn tx_frames_round_trip_byte_exact() {
+        let mut v = vif(4, 16);
+        let sizes = [1usize, 14, 60, 64, 65, 128, 999, 1500, 1513, 1514];
+        let frames: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| frame(n, i as u32))
+            .collect();
+        for f in &frames {
+            v.send(f).unwrap();
+        }
+        assert_eq!(v.fe.outstanding_tx(), sizes.len());
+        assert!(v.flush(), "backend idle at start");
+        let seen = v.backend_tx();
+        assert_eq!(seen, frames);
+        assert_eq!(v.be.tx_bad, 0, "every request named a granted page");
+        assert_eq!(v.fe.reclaim_tx(), sizes.len());
+        assert_eq!(v.fe.outstanding_tx(), 0);
+        assert_eq!(v.fe.free_tx_buffers(), 16);
+        let c = v.fe.counters();
+        assert_eq!(c.tx_packets, sizes.len() as u64);
+        assert_eq!(c.tx_bytes, sizes.iter().sum::<usize>() as u64);
+        assert_eq!(
+            (c.tx_errors, c.tx_drops, c.tx_ring_full, c.protocol_errors),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn tx_rejects_bad_lengths_without_leaking() {
+        let mut v = vif(1, 2);
+        assert_eq!(v.fe.transmit(0, |_| 0), Err(TxError::BadLength));
+        assert_eq!(v.fe.transmit(1515, |_| 1515), Err(TxError::BadLength));
+        assert_eq!(
+            v.fe.transmit(100, |_| 0),
+            Err(TxError::BadLength),
+            "cancelled"
+        );
+        assert_eq!(
+            v.fe.transmit(100, |_| 101),
+            Err(TxError::BadLength),
+            "overrun"
+        );
+        assert_eq!(
+            v.fe.transmit_granted(FOREIGN_GREF, 4000, 200, 1),
+            Err(TxError::BadLength)
+        );
+        assert_eq!(
+            v.fe.transmit_granted(FOREIGN_GREF, 0, 0, 1),
+            Err(TxError::BadLength)
+        );
+        assert_eq!(v.fe.counters().tx_drops, 6);
+        assert_eq!(v.fe.free_tx_buffers(), 2);
+        assert_eq!(v.fe.outstanding_tx(), 0);
+        // The closure may write fewer bytes than offered.
+        v.fe.transmit(1514, |b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        })
+        .unwrap();
+        v.flush();
+        assert_eq!(v.backend_tx(), vec![b"abc".to_vec()]);
+    }
+
+    #[test]
+    fn rx_frames_round_trip_byte_exact() {
+        let mut v = vif(8, 1);
+        assert!(v.fill(), "backend waits for buffers from the start");
+        assert_eq!(v.fe.posted_rx(), 8);
+        assert!(!v.fill(), "nothing new to post");
+        for (i, off) in [0u16, 2, 100, 4096 - 1514].into_iter().enumerate() {
+            v.be.rx_offset = off;
+            v.be.rx_flags = if i % 2 == 0 {
+                NETRXF_DATA_VALIDATED
+            } else {
+                NETRXF_CSUM_BLANK
+            };
+            let f = frame(60 + i * 400, i as u32);
+            assert!(v.be.deliver_rx(&f));
+            v.push_rx();
+            let mut got = Vec::new();
+            let r = v.poll_with(|fr| {
+                assert_eq!(fr.offset(), off);
+                assert_eq!(fr.data_validated(), i % 2 == 0);
+                assert_eq!(fr.checksum_blank(), i % 2 == 1);
+                assert_eq!(fr.gref(), RX_GREF + fr.buffer_id() as u32);
+                assert_eq!(fr.len(), fr.data().len());
+                got.push(fr.data().to_vec());
+            });
+            assert_eq!(r.delivered, 1);
+            assert_eq!(got, vec![f]);
+        }
+        let c = v.fe.counters();
+        assert_eq!(c.rx_packets, 4);
+        assert_eq!(c.rx_bytes, (60 + 460 + 860 + 1260) as u64);
+        assert_eq!(v.fe.posted_rx(), 8, "buffers reposted");
+        assert_eq!(c.protocol_errors + c.rx_drops + c.rx_errors, 0);
+    }
+
+    #[test]
+    fn rx_frame_can_be_rewritten_in_place() {
+        let mut v = vif(2, 1);
+        v.fill();
+        v.be.deliver_rx(&[1, 2, 3, 4]);
+        v.push_rx();
+        let mut buf = None;
+        v.poll_with(|fr| {
+            fr.data()[0] = 9;
+            buf = Some(fr.buffer_id());
+        });
+        let b = buf.unwrap() as usize;
+        // SAFETY: the page is live; the backend is not writing it.
+        assert_eq!(unsafe { page_bytes(v.rx_pages[b], 0, 4) }, vec![9, 2, 3, 4]);
+    }
+
+    #[test]
+    fn tx_ring_full_then_reclaim_frees_buffers() {
+        let mut v = vif(1, 4);
+        let f = frame(64, 1);
+        for _ in 0..4 {
+            v.send(&f).unwrap();
+        }
+        assert_eq!(v.send(&f), Err(TxError::RingFull));
+        assert_eq!(v.fe.counters().tx_ring_full, 1);
+        v.flush();
+        // Still full: the backend has not answered; reclaim inside finds nothing.
+        assert_eq!(v.send(&f), Err(TxError::RingFull));
+        assert_eq!(v.fe.counters().tx_ring_full, 2);
+        assert_eq!(v.backend_tx().len(), 4);
+        // The backend answered: transmit reclaims by itself.
+        assert_eq!(v.fe.free_tx_buffers(), 0);
+        v.send(&f).unwrap();
+        assert_eq!(v.fe.free_tx_buffers(), 3);
+        assert_eq!(v.fe.outstanding_tx(), 1);
+        assert_eq!(v.fe.counters().tx_packets, 4);
+    }
+
+    #[test]
+    fn tx_ring_slots_and_ids_run_out_at_256() {
+        let mut v = vif(1, 256);
+        let f = frame(64, 2);
+        for _ in 0..256 {
+            v.send(&f).unwrap();
+        }
+        assert!(v.fe.tx_ring().is_full());
+        assert_eq!(v.send(&f), Err(TxError::RingFull));
+        assert_eq!(
+            v.fe.transmit_granted(FOREIGN_GREF, 0, 64, 9),
+            Err(TxError::RingFull)
+        );
+        v.flush();
+        assert_eq!(v.backend_tx().len(), 256);
+        v.fe.transmit_granted(FOREIGN_GREF, 0, 64, 9).unwrap();
+        assert_eq!(v.fe.free_tx_buffers(), 256);
+        assert_eq!(v.fe.counters().tx_ring_full, 2);
+    }
+
+    #[test]
+    fn tx_error_statuses_are_counted_and_buffers_return() {
+        let mut v = vif(1, 8);
+        for (status, _) in [
+            (NETIF_RSP_ERROR, 0),
+            (NETIF_RSP_DROPPED, 0),
+            (7, 0),
+            (-9, 0),
+        ] {
+            v.be.tx_status = status;
+            v.send(&frame(100, 3)).unwrap();
+            v.flush();
+            v.backend_tx();
+            v.fe.reclaim_tx();
+        }
+        let c = v.fe.counters();
+        assert_eq!((c.tx_errors, c.tx_drops, c.tx_packets), (3, 1, 0));
+        assert_eq!(v.fe.free_tx_buffers(), 8);
+        assert_eq!(v.fe.outstanding_tx(), 0);
+    }
+
+    #[test]
+    fn wraparound_of_all_indices_with_thousands_of_frames() {
+        let start = u32::MAX - 10;
+        let mut v = vif_at(32, 64, start);
+        v.fill();
+        let (mut sent, mut received) = (0u32, 0u32);
+        for round in 0..3000u32 {
+            // tx: a batch of 1..=40 frames
+            let batch = round % 40 + 1;
+            let mut expect = Vec::new();
+            for k in 0..batch {
+                let f = frame(60 + ((round * 7 + k * 13) % 1455) as usize, sent);
+                match v.send(&f) {
+                    Ok(()) => {
+                        expect.push(f);
+                        sent += 1;
+                    }
+                    Err(e) => panic!("round {round}: {e:?}"),
+                }
+            }
+            v.flush();
+            assert_eq!(v.backend_tx(), expect);
+            v.fe.reclaim_tx();
+            // rx: a batch of 1..=32 frames (one ring's worth of buffers)
+            let batch = round % 32 + 1;
+            let mut expect = Vec::new();
+            for k in 0..batch {
+                v.be.rx_offset = ((round + k) % 3) as u16 * 2;
+                let f = frame(60 + ((round * 11 + k) % 1400) as usize, received);
+                assert!(v.be.deliver_rx(&f), "round {round}");
+                expect.push(f);
+                received += 1;
+            }
+            v.push_rx();
+            let (got, r) = v.poll();
+            assert_eq!(r.delivered, batch as usize);
+            assert_eq!(got, expect);
+        }
+        let c = v.fe.counters();
+        assert_eq!(c.tx_packets, sent as u64);
+        assert_eq!(c.rx_packets, received as u64);
+        assert_eq!(
+            c.protocol_errors + c.rx_drops + c.rx_errors + c.tx_errors + c.tx_ring_full,
+            0
+        );
+        assert!(
+            v.fe.tx_ring().rsp_cons() < start && v.fe.rx_ring().rsp_cons() < start,
+            "wrapped"
+        );
+        assert_eq!(v.fe.posted_rx(), 32);
+        assert_eq!(v.fe.outstanding_tx(), 0);
+    }
+
+    #[test]
+    fn tx_notifications_follow_the_backend_state() {
+        let mut v = vif(1, 64);
+        let f = frame(64, 4);
+        v.send(&f).unwrap();
+        assert!(v.flush(), "backend asleep from the start: notify");
+        v.send(&f).unwrap();
+        assert!(!v.flush(), "backend was kicked and has not slept since");
+        // The backend handles one request and stays awake (busy).
+        assert_eq!(v.be.process_tx_max(1, |_| ()), 1);
+        v.send(&f).unwrap();
+        assert!(!v.flush(), "busy backend will look again");
+        // It finishes and goes to sleep after its final check.
+        v.be.process_tx(|_| ());
+        assert!(v.be.tx_asleep);
+        assert!(!v.flush(), "nothing new: no notify");
+        for _ in 0..5 {
+            v.send(&f).unwrap();
+        }
+        assert!(v.flush(), "asleep: one notify for the batch");
+        assert_eq!(v.be.kicks, 2);
+        v.be.process_tx(|_| ());
+        assert_eq!(v.fe.reclaim_tx(), 8);
+    }
+
+    #[test]
+    fn tx_completion_notifications_follow_the_front_state() {
+        let mut v = vif(1, 64);
+        let f = frame(64, 5);
+        // reclaim_tx ended with the final check: rsp_event armed.
+        v.fe.reclaim_tx();
+        v.send(&f).unwrap();
+        v.flush();
+        let before = v.be.notifies_to_front;
+        v.be.process_tx(|_| ());
+        assert_eq!(v.be.notifies_to_front, before + 1, "front idle: notified");
+        // Front has not reclaimed: a further completion is not notified.
+        v.send(&f).unwrap();
+        v.flush();
+        v.be.process_tx(|_| ());
+        assert_eq!(
+            v.be.notifies_to_front,
+            before + 1,
+            "front has an event pending"
+        );
+        assert_eq!(v.fe.reclaim_tx(), 2);
+        v.send(&f).unwrap();
+        v.flush();
+        v.be.process_tx(|_| ());
+        assert_eq!(v.be.notifies_to_front, before + 2);
+    }
+
+    #[test]
+    fn rx_notifications_both_ways() {
+        let mut v = vif(4, 1);
+        // The backend has a frame but no buffer: it sleeps waiting.
+        assert!(!v.be.deliver_rx(&[1; 60]));
+        assert!(v.be.rx_asleep);
+        assert!(v.fill(), "buffers for a sleeping backend: notify");
+        assert!(v.be.deliver_rx(&[1; 60]));
+        assert!(v.push_rx(), "front idle since start: notify");
+        assert!(v.be.deliver_rx(&[2; 60]));
+        assert!(!v.push_rx(), "front has an event pending");
+        let (got, r) = v.poll();
+        assert_eq!(got.len(), 2);
+        assert!(
+            !r.notify,
+            "backend busy (not asleep): reposting needs no notify"
+        );
+        assert!(v.be.deliver_rx(&[3; 60]));
+        assert!(v.push_rx(), "front went idle after the poll");
+        // Use up all buffers without the front reposting them.
+        assert!(v.be.deliver_rx(&[4; 60]));
+        assert!(v.be.deliver_rx(&[5; 60]));
+        assert!(v.be.deliver_rx(&[6; 60]));
+        assert!(!v.be.deliver_rx(&[7; 60]), "out of buffers: backend sleeps");
+        v.push_rx();
+        let (got, r) = v.poll();
+        assert_eq!(got.len(), 4);
+        assert!(r.notify, "reposting to a backend waiting for buffers");
+    }
+
+    type Hook = Rc<RefCell<Option<Box<dyn FnMut()>>>>;
+
+    /// A shared rx ring that runs `hook` right after the front writes
+    /// `rsp_event`: between the check and the re-check of the final check.
+    struct HookedRx {
+        inner: SimRxRing,
+        hook: Hook,
+    }
+
+    impl SharedRing for HookedRx {
+        type Req = NetifRxRequest;
+        type Rsp = NetifRxResponse;
+        fn size(&self) -> u32 {
+            self.inner.size()
+        }
+        fn init(&self) {
+            self.inner.init()
+        }
+        fn req_prod(&self) -> u32 {
+            self.inner.req_prod()
+        }
+        fn set_req_prod(&self, v: u32) {
+            self.inner.set_req_prod(v)
+        }
+        fn req_event(&self) -> u32 {
+            self.inner.req_event()
+        }
+        fn set_req_event(&self, v: u32) {
+            self.inner.set_req_event(v)
+        }
+        fn rsp_prod(&self) -> u32 {
+            self.inner.rsp_prod()
+        }
+        fn set_rsp_prod(&self, v: u32) {
+            self.inner.set_rsp_prod(v)
+        }
+        fn rsp_event(&self) -> u32 {
+            self.inner.rsp_event()
+        }
+        fn set_rsp_event(&self, v: u32) {
+            self.inner.set_rsp_event(v);
+            let hook = self.hook.borrow_mut().take();
+            if let Some(mut h) = hook {
+                h();
+            }
+        }
+        fn write_req(&self, i: u32, r: NetifRxRequest) {
+            self.inner.write_req(i, r)
+        }
+        fn read_req(&self, i: u32) -> NetifRxRequest {
+            self.inner.read_req(i)
+        }
+        fn write_rsp(&self, i: u32, r: NetifRxResponse) {
+            self.inner.write_rsp(i, r)
+        }
+        fn read_rsp(&self, i: u32) -> NetifRxResponse {
+            self.inner.read_rsp(i)
+        }
+    }
+
+    #[test]
+    fn frame_arriving_between_check_and_recheck_is_delivered() {
+        let mut pages = Pages::new();
+        let (t, r) = (pages.alloc(), pages.alloc());
+        let bufs: Vec<_> = (0..4).map(|i| (pages.alloc(), RX_GREF + i)).collect();
+        let hook: Hook = Rc::new(RefCell::new(None));
+        // SAFETY: `pages` outlives the front and the backend (declared first,
+        // dropped last).
+        let mut fe = unsafe {
+            NetfrontRings::new(
+                TxSharedRing::new(t),
+                HookedRx {
+                    inner: SimRxRing::new(r),
+                    hook: hook.clone(),
+                },
+                &bufs,
+                &[],
+            )
+        }
+        .unwrap();
+        // SAFETY: as above.
+        let be = Rc::new(RefCell::new(unsafe { SimNetback::new(t, r, 0) }));
+        for &(p, g) in &bufs {
+            be.borrow_mut().grant(g, p);
+        }
+        fe.fill_rx();
+        {
+            let mut b = be.borrow_mut();
+            assert!(b.deliver_rx(b"first"));
+            b.push_rx();
+        }
+        let late_notified = Rc::new(RefCell::new(None));
+        {
+            let (be, late) = (be.clone(), late_notified.clone());
+            *hook.borrow_mut() = Some(Box::new(move || {
+                let mut b = be.borrow_mut();
+                assert!(b.deliver_rx(b"late"));
+                *late.borrow_mut() = Some(b.push_rx());
+            }));
+        }
+        let mut got = Vec::new();
+        let r = fe.poll_rx(|f| got.push(f.data().to_vec()));
+        assert_eq!(
+            got,
+            vec![b"first".to_vec(), b"late".to_vec()],
+            "the late frame is not lost"
+        );
+        assert_eq!(r.delivered, 2);
+        assert!(hook.borrow().is_none(), "the hook ran");
+        // rsp_event had just been armed: the backend also notified, which
+        // is harmless (the next poll finds nothing).
+        assert_eq!(*late_notified.borrow(), Some(true));
+        assert_eq!(fe.poll_rx(|_| panic!("nothing more")).delivered, 0);
+        drop(fe);
+        drop(be);
+    }
+
+    #[test]
+    fn poll_budget_limits_the_work_per_call() {
+        let mut v = vif(16, 1);
+        v.fill();
+        for i in 0..10u8 {
+            assert!(v.be.deliver_rx(&[i; 64]));
+        }
+        v.push_rx();
+        let mut got = Vec::new();
+        let r = v.poll_budget_with(3, |f| got.push(f.data()[0]));
+        assert_eq!((r.delivered, r.more), (3, true));
+        let r = v.poll_budget_with(7, |f| got.push(f.data()[0]));
+        // Exactly used up: the final check finds nothing more.
+        assert_eq!((r.delivered, r.more), (7, false));
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
+        assert_eq!(v.fe.posted_rx(), 16);
+    }
+
+    #[test]
+    fn held_rx_buffers_stay_out_until_released() {
+        let mut v = vif(4, 1);
+        v.fill();
+        v.be.deliver_rx(&[1; 64]);
+        v.be.deliver_rx(&[2; 64]);
+        v.push_rx();
+        let mut held = Vec::new();
+        let r = v.poll_with(|f| {
+            if f.data()[0] == 1 {
+                f.hold();
+                held.push((f.buffer_id(), f.gref()));
+            }
+        });
+        assert_eq!(r.delivered, 2);
+        assert_eq!((v.fe.posted_rx(), v.fe.held_rx()), (3, 1));
+        let (b, _) = held[0];
+        assert!(!v.fe.release_rx(b + 1), "not held");
+        assert!(!v.fe.release_rx(999), "out of range");
+        // A rogue response for the held buffer is refused.
+        v.be.raw_rx_response(NetifRxResponse {
+            id: b,
+            offset: 0,
+            flags: 0,
+            status: 10,
+        });
+        v.push_rx();
+        assert_eq!(
+            v.poll_with(|_| panic!("held buffer delivered")).delivered,
+            0
+        );
+        assert_eq!(v.fe.counters().protocol_errors, 1);
+        assert!(v.fe.release_rx(b));
+        assert!(!v.fe.release_rx(b), "released twice");
+        v.fill();
+        assert_eq!(v.fe.held_rx(), 0);
+        // 4 buffers, one of them lost to the rogue response's slot.
+        assert_eq!(v.fe.posted_rx(), 4);
+    }
+
+    #[test]
+    fn zero_copy_foreign_tx_completes_with_its_cookie() {
+        let mut v = vif(1, 4);
+        let foreign = v.pages.alloc();
+        v.be.grant(FOREIGN_GREF, foreign);
+        let f = frame(300, 6);
+        // SAFETY: the foreign page is live and not shared yet.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), foreign.add(100), f.len()) };
+        let own = frame(80, 7);
+        v.fe.transmit_granted(FOREIGN_GREF, 100, 300, 0xC0FFEE)
+            .unwrap();
+        v.send(&own).unwrap();
+        v.fe.transmit_granted(FOREIGN_GREF, 100, 300, 42).unwrap();
+        assert_eq!(v.fe.outstanding_tx(), 3);
+        assert_eq!(v.fe.take_tx_completion(), None, "nothing completed yet");
+        v.flush();
+        assert_eq!(v.backend_tx(), vec![f.clone(), own, f.clone()]);
+        assert_eq!(v.fe.reclaim_tx(), 3);
+        assert_eq!(v.fe.outstanding_tx(), 0);
+        assert_eq!(
+            v.fe.take_tx_completion(),
+            Some(TxCompletion {
+                cookie: 0xC0FFEE,
+                status: 0
+            })
+        );
+        let c = v.fe.take_tx_completion().unwrap();
+        assert!(c.is_ok() && c.cookie == 42);
+        assert_eq!(v.fe.take_tx_completion(), None);
+        assert_eq!(v.fe.counters().tx_packets, 3);
+        // A failed foreign transmission completes too, with its status.
+        v.be.tx_status = NETIF_RSP_ERROR;
+        v.fe.transmit_granted(FOREIGN_GREF, 0, 60, 5).unwrap();
+        v.flush();
+        v.backend_tx();
+        v.fe.reclaim_tx();
+        let c = v.fe.take_tx_completion().unwrap();
+        assert_eq!((c.cookie, c.is_ok()), (5, false));
+        assert_eq!(v.fe.counters().tx_errors, 1);
+    }
+
+    #[test]
+    fn undrained_foreign_completions_keep_their_ids() {
+        let mut v = vif(1, 1);
+        let foreign = v.pages.alloc();
+        v.be.grant(FOREIGN_GREF, foreign);
+        for i in 0..256 {
+            v.fe.transmit_granted(FOREIGN_GREF, 0, 64, i).unwrap();
+        }
+        v.flush();
+        v.backend_tx();
+        v.fe.reclaim_tx();
+        assert_eq!(v.fe.outstanding_tx(), 0);
+        // Ring empty, but every id waits for its completion to be taken.
+        assert_eq!(
+            v.fe.transmit_granted(FOREIGN_GREF, 0, 64, 999),
+            Err(TxError::RingFull)
+        );
+        assert_eq!(v.send(&[1; 60]), Err(TxError::RingFull));
+        for i in 0..256 {
+            assert_eq!(v.fe.take_tx_completion().map(|c| c.cookie), Some(i));
+        }
+        v.fe.transmit_granted(FOREIGN_GREF, 0, 64, 999).unwrap();
+        v.send(&[1; 60]).unwrap();
+    }
+
+    // ---- a rogue backend ------------------------------------------------
+
+    /// The front still carries traffic both ways.
+    fn still_works(v: &mut Vif) {
+        let f = frame(64, 99);
+        v.fe.reclaim_tx();
+        v.send(&f).unwrap();
+        v.flush();
+        assert_eq!(v.backend_tx(), vec![f.clone()]);
+        v.fill();
+        assert!(v.be.deliver_rx(&f));
+        v.push_rx();
+        let mut got = Vec::new();
+        v.poll_with(|fr| got.push(fr.data().to_vec()));
+        assert_eq!(got, vec![f]);
+    }
+
+    fn rsp(id: u16, offset: u16, flags: u16, status: i16) -> NetifRxResponse {
+        NetifRxResponse {
+            id,
+            offset,
+            flags,
+            status,
+        }
+    }
+
+    #[test]
+    fn rogue_rx_rsp_prod_ahead_is_refused() {
+        let mut v = vif(8, 2);
+        v.fill();
+        let cons = v.fe.rx_ring().rsp_cons();
+        for bogus in [
+            cons.wrapping_add(9),
+            cons.wrapping_add(0x7fff_ffff),
+            cons.wrapping_sub(1),
+        ] {
+            v.be.rx.shared().set_rsp_prod(bogus);
+            let r = v.poll_with(|_| panic!("garbage delivered"));
+            assert_eq!(r.delivered, 0);
+        }
+        assert_eq!(v.fe.counters().protocol_errors, 3);
+        assert_eq!(v.fe.rx_ring().rsp_cons(), cons);
+        v.be.rx.shared().set_rsp_prod(cons);
+        still_works(&mut v);
+        assert_eq!(v.fe.counters().protocol_errors, 3);
+    }
+
+    #[test]
+    fn rogue_tx_rsp_prod_ahead_is_refused() {
+        let mut v = vif(2, 8);
+        v.send(&frame(64, 1)).unwrap();
+        v.flush();
+        v.be.tx
+            .shared()
+            .set_rsp_prod(v.fe.tx_ring().rsp_cons().wrapping_add(2));
+        assert_eq!(v.fe.reclaim_tx(), 0);
+        assert_eq!(v.fe.counters().protocol_errors, 1);
+        v.be.tx.shared().set_rsp_prod(v.fe.tx_ring().rsp_cons());
+        v.backend_tx();
+        assert_eq!(v.fe.reclaim_tx(), 1);
+        still_works(&mut v);
+    }
+
+    #[test]
+    fn rogue_rx_ids_lengths_and_statuses() {
+        let mut v = vif(16, 2);
+        v.fill();
+        // Out-of-range id, then the same valid id twice.
+        v.be.raw_rx_response(rsp(999, 0, 0, 60));
+        v.be.raw_rx_response(rsp(3, 0, 0, 60));
+        v.be.raw_rx_response(rsp(3, 0, 0, 60));
+        // Frames outside their page.
+        v.be.raw_rx_response(rsp(4, 4000, 0, 200));
+        v.be.raw_rx_response(rsp(5, 0, 0, i16::MAX));
+        v.be.raw_rx_response(rsp(6, u16::MAX, 0, 1));
+        // Errors and an empty frame.
+        v.be.raw_rx_response(rsp(7, 0, 0, NETIF_RSP_ERROR));
+        v.be.raw_rx_response(rsp(8, 0, 0, NETIF_RSP_DROPPED));
+        v.be.raw_rx_response(rsp(9, 0, 0, i16::MIN));
+        v.be.raw_rx_response(rsp(10, 0, 0, 0));
+        // Exactly up to the end of the page is fine.
+        v.be.raw_rx_response(rsp(11, 4096 - 100, 0, 100));
+        v.push_rx();
+        let mut lens = Vec::new();
+        let r = v.poll_with(|f| lens.push((f.offset(), f.len())));
+        assert_eq!(lens, vec![(0, 60), (4096 - 100, 100)]);
+        assert_eq!(r.delivered, 2);
+        let c = v.fe.counters();
+        assert_eq!(
+            c.protocol_errors,
+            2 + 3,
+            "bad id, duplicate id, 3 frames outside the page"
+        );
+        assert_eq!(c.rx_drops, 3 + 4);
+        assert_eq!(c.rx_errors, 0);
+        still_works(&mut v);
+    }
+
+    #[test]
+    fn multi_slot_frames_are_dropped_whole() {
+        let mut v = vif(16, 1);
+        v.fill();
+        v.be.raw_rx_response(rsp(0, 0, NETRXF_MORE_DATA, 1000));
+        v.be.raw_rx_response(rsp(1, 0, NETRXF_MORE_DATA, 1000));
+        v.be.raw_rx_response(rsp(2, 0, 0, 500)); // last fragment
+        assert!(v.be.deliver_rx(b"after"));
+        v.push_rx();
+        let mut got = Vec::new();
+        v.poll_with(|f| got.push(f.data().to_vec()));
+        assert_eq!(got, vec![b"after".to_vec()]);
+        let c = v.fe.counters();
+        assert_eq!((c.rx_errors, c.rx_packets, c.protocol_errors), (1, 1, 0));
+        assert_eq!(v.fe.posted_rx(), 16, "every slot's buffer came back");
+    }
+
+    #[test]
+    fn fragments_may_span_two_polls() {
+        let mut v = vif(16, 1);
+        v.fill();
+        v.be.raw_rx_response(rsp(0, 0, NETRXF_MORE_DATA, 1000));
+        v.push_rx();
+        assert_eq!(v.poll_with(|_| panic!()).delivered, 0);
+        v.be.raw_rx_response(rsp(1, 0, 0, 500));
+        assert!(v.be.deliver_rx(b"next"));
+        v.push_rx();
+        let mut got = Vec::new();
+        v.poll_with(|f| got.push(f.data().to_vec()));
+        assert_eq!(got, vec![b"next".to_vec()]);
+        assert_eq!(v.fe.counters().rx_errors, 1);
+    }
+
+    fn extra_slot(ty: u8, flags: u8) -> NetifRxResponse {
+        // type and flags are the first two bytes of the slot; the rest is
+        // type-specific data that we ignore.
+        rsp(u16::from_ne_bytes([ty, flags]), 0xFFFF, 0xFFFF, -1)
+    }
+
+    #[test]
+    fn extra_info_slots_are_skipped() {
+        let mut v = vif(16, 1);
+        v.fill();
+        let f = frame(70, 8);
+        // SAFETY: buffer 0 is posted; the "backend" writes it, as netback would.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), v.rx_pages[0], 70) };
+        v.be.raw_rx_response(rsp(0, 0, NETRXF_EXTRA_INFO, 70));
+        v.be.raw_rx_response(extra_slot(
+            XEN_NETIF_EXTRA_TYPE_GSO,
+            XEN_NETIF_EXTRA_FLAG_MORE,
+        ));
+        v.be.raw_rx_response(extra_slot(XEN_NETIF_EXTRA_TYPE_HASH, 0));
+        assert!(v.be.deliver_rx(b"plain"));
+        // Extra info on a multi-slot frame: extras, then fragments.
+        v.be.raw_rx_response(rsp(4, 0, NETRXF_EXTRA_INFO | NETRXF_MORE_DATA, 100));
+        v.be.raw_rx_response(extra_slot(XEN_NETIF_EXTRA_TYPE_GSO, 0));
+        v.be.raw_rx_response(rsp(6, 0, 0, 100));
+        assert!(v.be.deliver_rx(b"end"));
+        v.push_rx();
+        let mut got = Vec::new();
+        v.poll_with(|fr| got.push(fr.data().to_vec()));
+        assert_eq!(got, vec![f, b"plain".to_vec(), b"end".to_vec()]);
+        let c = v.fe.counters();
+        assert_eq!((c.rx_extra_info, c.rx_errors, c.protocol_errors), (3, 1, 0));
+        assert_eq!(v.fe.posted_rx(), 16, "the extra slots' buffers came back");
+    }
+
+    #[test]
+    fn rogue_tx_responses() {
+        let mut v = vif(2, 8);
+        let f = frame(64, 1);
+        for _ in 0..6 {
+            v.send(&f).unwrap();
+        }
+        v.flush();
+        // Responses naming nothing in flight consume the slots of real
+        // requests, whose buffers are then lost (but nothing breaks).
+        v.be.raw_tx_response(NetifTxResponse { id: 500, status: 0 });
+        v.be.raw_tx_response(NetifTxResponse { id: 200, status: 0 }); // id free
+        v.be.raw_tx_response(NetifTxResponse {
+            id: 0,
+            status: NETIF_RSP_NULL,
+        });
+        v.be.raw_tx_response(NetifTxResponse { id: 0, status: 0 });
+        v.be.raw_tx_response(NetifTxResponse { id: 0, status: 0 }); // duplicate
+        v.be.raw_tx_response(NetifTxResponse { id: 1, status: 0 });
+        v.be.push_tx();
+        assert_eq!(v.fe.reclaim_tx(), 2);
+        let c = v.fe.counters();
+        assert_eq!(c.protocol_errors, 4);
+        assert_eq!(c.tx_packets, 2);
+        assert_eq!(v.fe.outstanding_tx(), 4, "four requests never answered");
+        assert_eq!(v.fe.free_tx_buffers(), 4);
+        still_works(&mut v);
+    }
+
+    #[test]
+    fn drops_cleanly_with_everything_outstanding() {
+        let mut v = vif(8, 8);
+        v.fill();
+        for _ in 0..8 {
+            v.send(&[0x55; 100]).unwrap();
+        }
+        v.fe.transmit_granted(FOREIGN_GREF, 0, 100, 1).unwrap();
+        v.flush();
+        assert_eq!((v.fe.posted_rx(), v.fe.outstanding_tx()), (8, 9));
+        drop(v);
+    }
+}

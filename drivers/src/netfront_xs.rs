@@ -7,13 +7,16 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use pih_xen::events::Port;
 use pih_xen::grant_table::{GrantError, GrantRef};
 use pih_xen::xenstore::{XenStore, XenStoreEnv, XenbusState, XsError};
 use pih_xen::{info, warn};
 
 use crate::netfront::NetfrontRings;
+use crate::netif::{NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse};
 use crate::ring::RawSharedRing;
+
+/// An event channel port.
+pub type Port = u32;
 
 /// Buffers per vif and direction (both rings hold 256 slots; we post
 /// fewer to keep a 16 MiB domain possible with three vifs).
@@ -33,7 +36,9 @@ pub trait VifPlatform {
     fn close_evtchn(&mut self, port: Port);
 }
 
-pub type Rings = NetfrontRings<RawSharedRing<crate::netif::TxRingEntry>, RawSharedRing<crate::netif::RxRingEntry>>;
+pub type TxRing = RawSharedRing<NetifTxRequest, NetifTxResponse>;
+pub type RxRing = RawSharedRing<NetifRxRequest, NetifRxResponse>;
+pub type Rings = NetfrontRings<TxRing, RxRing>;
 
 /// Everything granted to one backend connection.
 pub struct Connection {
@@ -227,12 +232,16 @@ impl Vif {
             tx_bufs.push(self.grant_page(plat, held, true)?);
         }
         let port = plat.alloc_evtchn(self.backend_id).ok_or(VifError::NoEventChannel)?;
-        // SAFETY: both pages are fresh, zeroed, exclusively ours, and
-        // granted to the backend only, which uses them per io/ring.h.
-        let (tx_ring, rx_ring) = unsafe { (RawSharedRing::new(tx_page), RawSharedRing::new(rx_page)) };
-        tx_ring.init();
-        rx_ring.init();
-        let rings = NetfrontRings::new(tx_ring, rx_ring, &rx_bufs, &tx_bufs);
+        // SAFETY: every page is fresh, zeroed, exclusively ours and granted
+        // to the backend only (buffers rx read-write, tx read-only), for as
+        // long as the connection holds them in `held`.
+        let rings = unsafe {
+            NetfrontRings::new(TxRing::new(tx_page), RxRing::new(rx_page), &rx_bufs, &tx_bufs)
+        };
+        let Ok(rings) = rings else {
+            plat.close_evtchn(port);
+            return Err(VifError::OutOfMemory);
+        };
 
         let fe = self.frontend.clone();
         let written = store.transaction(8, |s, tx| {

@@ -194,7 +194,16 @@ mod tests {
 
     #[test]
     fn extra_info_header_is_the_first_two_bytes_of_the_slot() {
-        let raw: [u8; 8] = [XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_FLAG_MORE, 0, 0, 0, 0, 0, 0];
+        let raw: [u8; 8] = [
+            XEN_NETIF_EXTRA_TYPE_GSO,
+            XEN_NETIF_EXTRA_FLAG_MORE,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         let slot = NetifRxResponse {
             id: u16::from_ne_bytes([raw[0], raw[1]]),
             offset: 0,

@@ -161,7 +161,7 @@ impl<Req: RingEntry, Rsp: RingEntry> RawSharedRing<Req, Rsp> {
     /// ring protocol. At most one front (or back) end may drive it.
     pub unsafe fn new(page: *mut u8) -> Self {
         const { assert!(Self::NR_ENTS >= 1, "ring entry does not fit a page") };
-        debug_assert!(!page.is_null() && page as usize % 8 == 0);
+        debug_assert!(!page.is_null() && (page as usize).is_multiple_of(8));
         RawSharedRing {
             // SAFETY: non-null per the contract of `new`.
             page: unsafe { NonNull::new_unchecked(page) },
@@ -655,7 +655,10 @@ mod tests {
         assert_eq!(&b[12..16], &7u32.to_ne_bytes());
         assert_eq!(&b[64..72], &0x1111_1111_1111_1111u64.to_ne_bytes());
         assert_eq!(&b[72..80], &0x3333_3333_3333_3333u64.to_ne_bytes());
-        assert_eq!(&b[64 + 255 * 8..64 + 256 * 8], &0x2222_2222_2222_2222u64.to_ne_bytes());
+        assert_eq!(
+            &b[64 + 255 * 8..64 + 256 * 8],
+            &0x2222_2222_2222_2222u64.to_ne_bytes()
+        );
         assert!(b[64 + 256 * 8..].iter().all(|&x| x == 0xAA)); // beyond the ring
         assert_eq!(r.read_rsp(1), 0x3333_3333_3333_3333);
         assert_eq!(r.read_req(256), 0x1111_1111_1111_1111);
@@ -899,7 +902,9 @@ mod tests {
         *f.shared().on_rsp_event.borrow_mut() = Some(Box::new(|| {
             let mut b = back.borrow_mut();
             b.push_response(20).unwrap();
-            notified.borrow_mut().push(b.push_responses_and_check_notify());
+            notified
+                .borrow_mut()
+                .push(b.push_responses_and_check_notify());
         }));
         assert!(f.final_check_for_responses(), "re-check sees the response");
         *f.shared().on_rsp_event.borrow_mut() = None;
@@ -946,7 +951,7 @@ mod tests {
         }
         f.push_requests();
         f.push_request(99).unwrap(); // written but not published
-        // Responses to every published request: fine.
+                                     // Responses to every published request: fine.
         for _ in 0..4 {
             b.take_request().unwrap();
         }
@@ -1054,11 +1059,17 @@ mod tests {
         // SAFETY: as above.
         let back_sr = unsafe { U64Ring::new(page.ptr()) };
         let mut f = FrontRing::new(front_sr);
-        let to_front = Arc::new(Evtchn { pending: AtomicBool::new(false), waiter: thread::current() });
+        let to_front = Arc::new(Evtchn {
+            pending: AtomicBool::new(false),
+            waiter: thread::current(),
+        });
         let (tx_back_chan, rx_back_chan) = std::sync::mpsc::channel::<Arc<Evtchn>>();
         let tf = to_front.clone();
         let backend = thread::spawn(move || {
-            let to_back = Arc::new(Evtchn { pending: AtomicBool::new(false), waiter: thread::current() });
+            let to_back = Arc::new(Evtchn {
+                pending: AtomicBool::new(false),
+                waiter: thread::current(),
+            });
             tx_back_chan.send(to_back.clone()).unwrap();
             let mut b = BackRing::attach(back_sr, 0);
             let mut done = 0u64;
@@ -1067,7 +1078,7 @@ mod tests {
                 while let Some(r) = b.take_request() {
                     b.push_response(r * 3).unwrap();
                     done += 1;
-                    if done % 16 == 0 && b.push_responses_and_check_notify() {
+                    if done.is_multiple_of(16) && b.push_responses_and_check_notify() {
                         tf.notify();
                     }
                 }
@@ -1087,7 +1098,7 @@ mod tests {
         while got < N {
             while sent < N && f.push_request(sent).is_ok() {
                 sent += 1;
-                if sent % 32 == 0 && f.push_requests_and_check_notify() {
+                if sent.is_multiple_of(32) && f.push_requests_and_check_notify() {
                     to_back.notify();
                 }
             }

@@ -8,12 +8,15 @@ use pih_boot::cpu;
 use pih_control::config::{Config, Role};
 use pih_xen::{clock, events, hvm, info, log, sched, warn};
 
+use crate::net::Net;
 use crate::xenstore_env::Xs;
 
 const SHUTDOWN_PATH: &str = "control/shutdown";
 const SHUTDOWN_TOKEN: &str = "shutdown";
 /// How often the loop wakes without events (housekeeping later).
 const TICK_NS: u64 = 1_000_000_000;
+/// How often the per-vif counters go to the log.
+const REPORT_NS: u64 = 600_000_000_000;
 
 fn role_name(role: Option<Role>) -> &'static str {
     match role {
@@ -55,7 +58,7 @@ pub fn report_vifs(xs: &mut Xs, config: &Config) {
 
 /// Tells the toolstack we handle `control/shutdown`, then serves events
 /// until asked to stop.
-pub fn run(mut xs: Xs) -> ! {
+pub fn run(mut xs: Xs, mut net: Net) -> ! {
     // libxl offers xenstore-based shutdown to an HVM-style guest only once
     // it has registered an event callback (libxl__domain_pvcontrol_available).
     if let Err(e) = hvm::set_callback_vector(cpu::EVENT_VECTOR) {
@@ -70,10 +73,18 @@ pub fn run(mut xs: Xs) -> ! {
         warn!("lifecycle: cannot watch {SHUTDOWN_PATH}: {e}");
     }
     let xs_port = xs.env().port();
+    net.start(&mut xs);
     info!("ready (boot took {} ms)", clock::uptime_ns() / 1_000_000);
 
+    let mut next_report = clock::uptime_ns() + REPORT_NS;
     loop {
-        let _ = events::poll(&[xs_port], clock::system_time_ns() + TICK_NS);
+        let more = net.poll(clock::uptime_ns());
+        if !more {
+            let mut ports: heapless::Vec<events::Port, 8> = heapless::Vec::new();
+            let _ = ports.push(xs_port);
+            net.ports(&mut ports);
+            let _ = events::poll(&ports, clock::system_time_ns() + TICK_NS);
+        }
         if events::take_pending(xs_port) {
             if let Err(e) = xs.pump() {
                 warn!("xenstore: {e}");
@@ -81,13 +92,19 @@ pub fn run(mut xs: Xs) -> ! {
         }
         while let Some(ev) = xs.poll_watch() {
             if ev.token == SHUTDOWN_TOKEN {
-                handle_shutdown_request(&mut xs);
+                handle_shutdown_request(&mut xs, &net);
+            } else {
+                net.on_watch(&mut xs, &ev.token);
             }
+        }
+        if clock::uptime_ns() >= next_report {
+            next_report = clock::uptime_ns() + REPORT_NS;
+            net.report();
         }
     }
 }
 
-fn handle_shutdown_request(xs: &mut Xs) {
+fn handle_shutdown_request(xs: &mut Xs, net: &Net) {
     let request = match xs.read(SHUTDOWN_PATH) {
         Ok(v) => v,
         Err(e) if e.is_not_found() => return,
@@ -111,6 +128,7 @@ fn handle_shutdown_request(xs: &mut Xs) {
     }
     let what = if reason == sched::ShutdownReason::Reboot { "reboot" } else { "poweroff" };
     info!("shutdown: {what} requested by the toolstack");
+    net.report();
     log::flush();
     sched::shutdown(reason)
 }

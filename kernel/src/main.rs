@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod heap;
 mod lifecycle;
+mod net;
 mod xenstore_env;
 
 use pih_boot::{cpu, layout, paging};
@@ -123,7 +124,12 @@ pub extern "C" fn pih_main(start_info_paddr: u64) -> ! {
     print_config(&config);
     lifecycle::report_vifs(&mut xs, &config);
 
-    lifecycle::run(xs)
+    let gnt = match pih_xen::grant_table::init() {
+        Ok(g) => g,
+        Err(e) => power_off_with(format_args!("grant table: cannot set up: {e}")),
+    };
+    let net = net::Net::new(gnt, &config);
+    lifecycle::run(xs, net)
 }
 
 fn print_config(c: &Config) {

@@ -151,7 +151,9 @@ mod tests {
         assert_eq!(checksum(&[]), 0xffff);
         assert_eq!(sum(&[0xab]), 0xab00);
         for len in 0..64 {
-            let data: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37).wrapping_add(11)).collect();
+            let data: Vec<u8> = (0..len as u8)
+                .map(|b| b.wrapping_mul(37).wrapping_add(11))
+                .collect();
             assert_eq!(checksum(&data), naive_checksum(&data), "len {len}");
         }
     }

@@ -524,7 +524,10 @@ mod tests {
         c.fill(ip(1), mac(1), 0);
         assert_eq!(
             c.lookup(ip(1), S),
-            Some(Neighbor { mac: mac(1), refresh_due: false })
+            Some(Neighbor {
+                mac: mac(1),
+                refresh_due: false
+            })
         );
         assert_eq!(c.peek(ip(1), S), Some(mac(1)));
         c.fill(ip(1), mac(9), 2 * S);
@@ -658,9 +661,15 @@ mod tests {
     #[test]
     fn oversized_or_empty_frames_are_refused() {
         let mut q: PendingQueue<2> = PendingQueue::new();
-        assert_eq!(q.push(ip(1), 0, &frame(1, MAX_FRAME_LEN + 1)), Enqueued::Nothing);
+        assert_eq!(
+            q.push(ip(1), 0, &frame(1, MAX_FRAME_LEN + 1)),
+            Enqueued::Nothing
+        );
         assert_eq!(q.push(ip(1), 0, &[]), Enqueued::Nothing);
-        assert_eq!(q.enqueue(ip(1), 0, |_| MAX_FRAME_LEN + 1), Enqueued::Nothing);
+        assert_eq!(
+            q.enqueue(ip(1), 0, |_| MAX_FRAME_LEN + 1),
+            Enqueued::Nothing
+        );
         assert!(q.is_empty());
     }
 
@@ -668,10 +677,19 @@ mod tests {
     fn overflow_drops_oldest() {
         let mut q: PendingQueue<16> = PendingQueue::new();
         for i in 0..16u8 {
-            assert_eq!(q.push(ip(i % 3), u64::from(i), &frame(i, 100)), Enqueued::Queued);
+            assert_eq!(
+                q.push(ip(i % 3), u64::from(i), &frame(i, 100)),
+                Enqueued::Queued
+            );
         }
-        assert_eq!(q.push(ip(7), 100, &frame(16, 100)), Enqueued::QueuedDroppingOldest);
-        assert_eq!(q.push(ip(7), 101, &frame(17, 100)), Enqueued::QueuedDroppingOldest);
+        assert_eq!(
+            q.push(ip(7), 100, &frame(16, 100)),
+            Enqueued::QueuedDroppingOldest
+        );
+        assert_eq!(
+            q.push(ip(7), 101, &frame(17, 100)),
+            Enqueued::QueuedDroppingOldest
+        );
         assert_eq!(q.dropped_overflow(), 2);
         assert_eq!(q.len(), 16);
         let mut tags = std::vec::Vec::new();
@@ -679,7 +697,11 @@ mod tests {
             q.release(ip(a), |f| tags.push(f[0]));
         }
         tags.sort();
-        assert_eq!(tags, (2..18).collect::<std::vec::Vec<u8>>(), "frames 0 and 1 were dropped");
+        assert_eq!(
+            tags,
+            (2..18).collect::<std::vec::Vec<u8>>(),
+            "frames 0 and 1 were dropped"
+        );
         assert!(q.is_empty());
     }
 

@@ -7,7 +7,11 @@ pub fn naive_checksum(data: &[u8]) -> u16 {
     let mut i = 0;
     while i < data.len() {
         let hi = data[i] as u32;
-        let lo = if i + 1 < data.len() { data[i + 1] as u32 } else { 0 };
+        let lo = if i + 1 < data.len() {
+            data[i + 1] as u32
+        } else {
+            0
+        };
         s += (hi << 8) | lo;
         while s > 0xffff {
             s = (s & 0xffff) + (s >> 16);

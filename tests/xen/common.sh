@@ -10,8 +10,15 @@ VMLINUZ=$PIH_CACHE/vmlinuz    # dom0 kernel
 KVER_FILE=$PIH_CACHE/kver     # dom0 kernel version, e.g. 6.1.0-57-amd64
 XEN_VER=4.17
 XEN_LIBEXEC=/usr/lib/xen-$XEN_VER/bin
-BUILD_DIR=$REPO/build/xen-test
+BUILD_DIR=${PIH_BUILD_DIR:-$REPO/build/xen-test}   # logs, initrds
 KERNEL=${KERNEL:-$REPO/build/pih-bridge}
+
+# cache_lock: serialise writers of $PIH_CACHE (parallel runs).
+cache_lock() {
+  mkdir -p "$PIH_CACHE"
+  exec 9>"$PIH_CACHE/.lock"
+  flock 9
+}
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }

@@ -4,6 +4,8 @@
 #   $PIH_CACHE/xen      the hypervisor, gunzipped (QEMU -kernel wants an ELF)
 #   $PIH_CACHE/vmlinuz  the dom0 kernel
 # Idempotent: a stamp keyed on the package list makes a cached run ~instant.
+# Installs the host tools it needs (qemu-system-x86, cpio, binutils) when
+# missing; `fetch.sh --host-tools` does only that.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -106,7 +108,8 @@ check_libs() {
 
 main() {
   ensure_host_tools
-  mkdir -p "$PIH_CACHE"
+  [ "${1:-}" = --host-tools ] && return 0
+  cache_lock
   local kpkg kver pkgs key stamp=$PIH_CACHE/stamp
   kpkg=$(resolve_kernel_pkg)
   kver=${kpkg#linux-image-}

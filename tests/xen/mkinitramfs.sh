@@ -128,6 +128,7 @@ build_overlay() {
   install -m 755 "$XEN_TEST_DIR/dom0/runner.sh" "$stage/tests/runner.sh"
   install -m 644 "$XEN_TEST_DIR/lib.sh" "$stage/tests/lib.sh"
   install -m 644 "$XEN_TEST_DIR/dom0/motd" "$stage/etc/motd"
+  install -m 755 "$XEN_TEST_DIR/dom0/vif-bridge-fast" "$stage/etc/pih/vif-bridge-fast"
   local s
   for s in "$XEN_TEST_DIR"/scenarios/*.sh; do
     [ -e "$s" ] && install -m 755 "$s" "$stage/tests/scenarios/"
@@ -140,9 +141,15 @@ build_overlay() {
   grep -q '^kernel = "/pih/pih-bridge"$' "$stage/pih/pih-bridge.xl" \
     || die "could not rewrite kernel= in $XL_CFG"
   echo "$MODE" > "$stage/etc/pih/mode"
+  mkdir -p "$stage/root"
+  cat > "$stage/root/.bash_profile" <<'EOP'
+PS1='dom0:\w# '
+alias ll='ls -l'
+EOP
 }
 
 main() {
+  cache_lock
   if [ ! -f "$BASE" ] || [ "$(cat "$BASE.key" 2>/dev/null)" != "$BASE_KEY" ]; then
     log "building base initramfs"
     build_base
@@ -156,6 +163,7 @@ main() {
   mkdir -p "$(dirname "$OUT")"
   cat "$BASE" "$tmp/overlay.cpio.gz" > "$OUT.tmp"
   mv "$OUT.tmp" "$OUT"
+  flock -u 9
   log "wrote $OUT ($(du -h "$OUT" | cut -f1), mode $MODE)"
 }
 

@@ -12,11 +12,17 @@
 # Environment:
 #   KERNEL                the unikernel ELF (default <repo>/build/pih-bridge)
 #   PIH_CACHE             package cache (default <repo>/.cache/xen-test)
+#   PIH_BUILD_DIR         logs and initrds (default <repo>/build/xen-test);
+#                         give parallel runs different ones
 #   PIH_SCENARIO_TIMEOUT  per-scenario limit in dom0, seconds (default 120)
 #   PIH_XEN_TIMEOUT       limit for the whole QEMU run, seconds (default:
 #                         90 + (scenario limit + 10) per dom0 scenario)
 #   PIH_QUIET=1           do not stream the serial console, only results
 #   PIH_ALLOW_NO_KERNEL=1 boot dom0 even without a kernel (harness work)
+#   PIH_VERBOSE=1         dom0 dumps every scenario's output and guest
+#                         console, not only failing ones (in serial.log)
+#   PIH_HOTPLUG=stock     use Debian's vif-bridge hotplug script in dom0
+#                         instead of the lean one (tests/xen/dom0/)
 # Output: build/xen-test/serial.log (whole console of the QEMU run),
 #   build/xen-test/<name>.console.log for each failed scenario.
 set -uo pipefail
@@ -59,7 +65,7 @@ qemu_cmd() {  # MODE EXTRA_DOM0_ARGS -> QEMU array
   local serial=(-serial stdio -monitor none)
   [ "$1" = run ] && serial=(-serial mon:stdio)
   # -initrd takes "file args" multiboot modules; a comma in args is ",,".
-  local dom0_args="$DOM0_APPEND $2"
+  local dom0_args="$DOM0_APPEND pih.hotplug=${PIH_HOTPLUG:-fast} pih.verbose=${PIH_VERBOSE:-0} $2"
   QEMU=(qemu-system-x86_64 -machine pc -cpu max,-smap -smp 2 -m 1024
         -nographic "${serial[@]}" -no-reboot -net none
         -kernel "$XEN_IMG" -append "$XEN_APPEND"
@@ -98,8 +104,8 @@ stream() {
     case "$line" in __QEMU_RC=*) echo "${line#__QEMU_RC=}" > "$BUILD_DIR/qemu.rc"; continue;; esac
     printf '%s\n' "$line" >> "$SERIAL_LOG"
     case "$line" in
-      "===== BEGIN FAIL-DUMP "*) indump=1 ;;
-      "===== END FAIL-DUMP "*) indump=0 ;;
+      "===== BEGIN DUMP "*) indump=1 ;;
+      "===== END DUMP "*) indump=0 ;;
     esac
     if [ "${PIH_QUIET:-0}" != 1 ]; then
       printf '%s\n' "$line"
@@ -137,7 +143,7 @@ run_dom0_scenarios() {
 
   # Results, ignoring anything inside failure dumps.
   local results
-  results=$(awk '/^===== BEGIN FAIL-DUMP /{d=1} /^===== END FAIL-DUMP /{d=0; next}
+  results=$(awk '/^===== BEGIN DUMP /{d=1} /^===== END DUMP /{d=0; next}
                  !d && /^(PASS|FAIL) /' "$SERIAL_LOG")
   for n in "${names[@]}"; do
     line=$(grep -E -m1 "^(PASS $n\$|FAIL $n: )" <<<"$results")
@@ -145,8 +151,8 @@ run_dom0_scenarios() {
       "PASS $n") result PASS "$n" ;;
       "FAIL $n: "*)
         result FAIL "$n" "${line#"FAIL $n: "}"
-        awk -v n="$n" '$0 == "===== BEGIN FAIL-DUMP " n " =====" {d=1}
-                       d {print} $0 == "===== END FAIL-DUMP " n " =====" {d=0}' \
+        awk -v n="$n" '$0 == "===== BEGIN DUMP " n " =====" {d=1}
+                       d {print} $0 == "===== END DUMP " n " =====" {d=0}' \
           "$SERIAL_LOG" > "$BUILD_DIR/$n.console.log"
         echo "  log: $BUILD_DIR/$n.console.log (whole run: $SERIAL_LOG)"
         ;;
@@ -163,6 +169,7 @@ cmd_test() {
   local host=() dom0=() n
   mkdir -p "$BUILD_DIR"
   rm -f "$BUILD_DIR"/*.console.log
+  "$XEN_TEST_DIR/fetch.sh" --host-tools || die "cannot install the host tools"
   if [ $# -eq 0 ]; then
     for n in "$XEN_TEST_DIR"/host-scenarios/*.sh; do [ -e "$n" ] && host+=("$(basename "$n" .sh)"); done
     for n in "$XEN_TEST_DIR"/scenarios/*.sh; do [ -e "$n" ] && dom0+=("$(basename "$n" .sh)"); done

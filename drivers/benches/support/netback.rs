@@ -165,7 +165,9 @@ impl SimNetback {
         let mut n = 0;
         loop {
             while n < max {
-                let Some(req) = self.tx.take_request() else { break };
+                let Some(req) = self.tx.take_request() else {
+                    break;
+                };
                 n += 1;
                 self.tx_seen += 1;
                 let (off, len) = (req.offset as usize, req.size as usize);
@@ -203,10 +205,24 @@ impl SimNetback {
     /// response (not yet published: see `push_rx`). Returns false when no
     /// buffer is posted (after the final check; the rx side then sleeps).
     pub fn deliver_rx(&mut self, frame: &[u8]) -> bool {
-        let Some(req) = self.take_rx_request() else { return false };
-        let page = self.grants[&req.gref];
+        let Some(req) = self.take_rx_request() else {
+            return false;
+        };
         let off = self.rx_offset as usize;
         assert!(off + frame.len() <= 4096);
+        let Some(&page) = self.grants.get(&req.gref) else {
+            // Not a page granted to us: netback answers with an error.
+            let rsp = NetifRxResponse {
+                id: req.id,
+                offset: 0,
+                flags: 0,
+                status: NETIF_RSP_ERROR,
+            };
+            self.rx
+                .push_response(rsp)
+                .expect("one response per request");
+            return true;
+        };
         // SAFETY: granted rx pages are live 4 KiB pages; bounds asserted;
         // the front posted this buffer, so it does not touch it now.
         unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), page.add(off), frame.len()) };
@@ -216,7 +232,9 @@ impl SimNetback {
             flags: self.rx_flags,
             status: frame.len() as i16,
         };
-        self.rx.push_response(rsp).expect("one response per request");
+        self.rx
+            .push_response(rsp)
+            .expect("one response per request");
         true
     }
 
@@ -236,14 +254,18 @@ impl SimNetback {
     /// (rogue backend). Returns the request, or None if none was posted.
     pub fn raw_rx_response(&mut self, rsp: NetifRxResponse) -> Option<NetifRxRequest> {
         let req = self.rx.take_request()?;
-        self.rx.push_response(rsp).expect("one response per request");
+        self.rx
+            .push_response(rsp)
+            .expect("one response per request");
         Some(req)
     }
 
     /// Consumes one tx request and answers with an arbitrary response.
     pub fn raw_tx_response(&mut self, rsp: NetifTxResponse) -> Option<NetifTxRequest> {
         let req = self.tx.take_request()?;
-        self.tx.push_response(rsp).expect("one response per request");
+        self.tx
+            .push_response(rsp)
+            .expect("one response per request");
         Some(req)
     }
 

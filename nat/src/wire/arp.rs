@@ -4,7 +4,9 @@
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{field, read, read_u16, read_u8, write, write_u16, write_u8, EthernetAddress, WireError};
+use super::{
+    field, read, read_u16, read_u8, write, write_u16, write_u8, EthernetAddress, WireError,
+};
 
 /// The ARP operation code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,7 +254,10 @@ mod tests {
         assert_eq!(p.protocol_type(), 0x0800);
         assert_eq!(p.operation(), ArpOperation::Request);
         assert_eq!(ArpRepr::parse(&p).unwrap(), repr());
-        assert_eq!(repr().to_string(), "ARP who-has 10.0.0.2 tell 10.0.0.1 (00:16:3e:00:00:01)");
+        assert_eq!(
+            repr().to_string(),
+            "ARP who-has 10.0.0.2 tell 10.0.0.1 (00:16:3e:00:00:01)"
+        );
     }
 
     #[test]
@@ -287,7 +292,11 @@ mod tests {
         for (at, value) in [(1, 6u8), (2, 0x86), (4, 8), (5, 16)] {
             let mut b = REQUEST;
             b[at] = value;
-            assert_eq!(ArpPacket::new_checked(&b[..]), Err(WireError::Unsupported), "byte {at}");
+            assert_eq!(
+                ArpPacket::new_checked(&b[..]),
+                Err(WireError::Unsupported),
+                "byte {at}"
+            );
         }
     }
 

@@ -208,10 +208,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn ethertype(&self) -> EtherType {
         EtherType::from(read_u16(self.buffer.as_ref(), fields::ETHERTYPE.start))
     }
+}
 
-    /// Everything after the header (including any link-layer padding).
-    pub fn payload(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
+impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
+    /// Everything after the header (including any link-layer padding),
+    /// borrowed for as long as the underlying buffer.
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a [u8] = T::as_ref(self.buffer);
         slice(b, fields::PAYLOAD.start..b.len())
     }
 }
@@ -226,7 +229,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 
     pub fn set_ethertype(&mut self, ethertype: EtherType) {
-        write_u16(self.buffer.as_mut(), fields::ETHERTYPE.start, ethertype.into());
+        write_u16(
+            self.buffer.as_mut(),
+            fields::ETHERTYPE.start,
+            ethertype.into(),
+        );
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -269,7 +276,10 @@ mod tests {
     fn parse() {
         let f = EthernetFrame::new_checked(&FRAME[..]).unwrap();
         assert_eq!(f.dst_addr(), EthernetAddress::BROADCAST);
-        assert_eq!(f.src_addr(), EthernetAddress::new(0x00, 0x16, 0x3e, 1, 2, 3));
+        assert_eq!(
+            f.src_addr(),
+            EthernetAddress::new(0x00, 0x16, 0x3e, 1, 2, 3)
+        );
         assert_eq!(f.ethertype(), EtherType::Arp);
         assert_eq!(f.payload(), &[0xaa, 0xbb, 0xcc, 0xdd]);
         assert_eq!(
@@ -283,7 +293,10 @@ mod tests {
         let f = EthernetFrame::new_checked(&FRAME[..14]).unwrap();
         assert!(f.payload().is_empty());
         for len in 0..14 {
-            assert_eq!(EthernetFrame::new_checked(&FRAME[..len]), Err(WireError::Truncated));
+            assert_eq!(
+                EthernetFrame::new_checked(&FRAME[..len]),
+                Err(WireError::Truncated)
+            );
         }
     }
 
@@ -292,7 +305,10 @@ mod tests {
         let mut b = FRAME;
         b[12] = 0x81;
         b[13] = 0x00;
-        assert_eq!(EthernetFrame::new_checked(&b[..]).unwrap().ethertype(), EtherType::Vlan);
+        assert_eq!(
+            EthernetFrame::new_checked(&b[..]).unwrap().ethertype(),
+            EtherType::Vlan
+        );
         b[12] = 0x00;
         b[13] = 0x2e; // 802.3 length
         assert_eq!(
@@ -318,7 +334,7 @@ mod tests {
         let mut f = EthernetFrame::new_unchecked(&mut b[..]);
         assert_eq!(f.src_addr(), EthernetAddress::UNSPECIFIED);
         assert_eq!(f.ethertype(), EtherType::Unknown(0));
-        assert!(f.payload().is_empty());
+        assert!(f.payload_mut().is_empty());
         f.set_ethertype(EtherType::Ipv4);
         f.set_src_addr(EthernetAddress::BROADCAST);
         assert_eq!(b, [0x12; 5]);
@@ -341,7 +357,11 @@ mod tests {
             " 00:16:3e:0a:bc:ff",
             "00:16:3e:0a:bc:é",
         ] {
-            assert_eq!(bad.parse::<EthernetAddress>(), Err(WireError::Malformed), "{bad:?}");
+            assert_eq!(
+                bad.parse::<EthernetAddress>(),
+                Err(WireError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 

@@ -137,17 +137,19 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
         slice(self.buffer.as_ref(), fields::REST)
     }
 
-    /// Everything after the 8-byte header: the echo payload, or the quoted
-    /// datagram of an error message.
-    pub fn data(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
-        slice(b, Self::HEADER_LEN..b.len())
-    }
-
     /// Whether the checksum over the whole message verifies.
     pub fn verify_checksum(&self) -> bool {
         let b = self.buffer.as_ref();
         b.len() >= Self::HEADER_LEN && checksum::verify(b)
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> IcmpPacket<&'a T> {
+    /// Everything after the 8-byte header: the echo payload, or the quoted
+    /// datagram of an error message; borrowed for as long as the buffer.
+    pub fn data(&self) -> &'a [u8] {
+        let b: &'a [u8] = T::as_ref(self.buffer);
+        slice(b, IcmpPacket::<&[u8]>::HEADER_LEN..b.len())
     }
 }
 
@@ -205,7 +207,7 @@ impl<T: AsRef<[u8]>> fmt::Display for IcmpPacket<T> {
                 t,
                 self.echo_ident(),
                 self.echo_seq_no(),
-                self.data().len()
+                self.buffer.as_ref().len().saturating_sub(Self::HEADER_LEN)
             ),
             t => write!(f, "ICMP {:?} code={}", t, self.msg_code()),
         }
@@ -251,7 +253,10 @@ mod tests {
     fn truncated() {
         let b = echo_request();
         for len in 0..8 {
-            assert_eq!(IcmpPacket::new_checked(&b[..len]), Err(WireError::Truncated));
+            assert_eq!(
+                IcmpPacket::new_checked(&b[..len]),
+                Err(WireError::Truncated)
+            );
         }
         assert!(IcmpPacket::new_checked(&b[..8]).unwrap().data().is_empty());
     }

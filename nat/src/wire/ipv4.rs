@@ -3,7 +3,9 @@
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{field, read, read_u16, read_u8, slice, slice_mut, write, write_u16, write_u8, WireError};
+use super::{
+    field, read, read_u16, read_u8, slice, slice_mut, write, write_u16, write_u8, WireError,
+};
 use crate::checksum;
 
 /// The IPv4 protocol field.
@@ -211,11 +213,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         let h = self.header();
         !h.is_empty() && checksum::verify(h)
     }
+}
 
-    /// The payload: from the end of the header to `total_len`.
-    pub fn payload(&self) -> &[u8] {
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// The payload: from the end of the header to `total_len` (Ethernet
+    /// padding excluded), borrowed for as long as the underlying buffer.
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a [u8] = T::as_ref(self.buffer);
         slice(
-            self.buffer.as_ref(),
+            b,
             usize::from(self.header_len())..usize::from(self.total_len()),
         )
     }
@@ -338,7 +344,12 @@ impl<T: AsRef<[u8]>> fmt::Display for Ipv4Packet<T> {
             self.ttl()
         )?;
         if self.is_fragment() {
-            write!(f, " frag off={} mf={}", self.frag_offset(), self.more_frags())?;
+            write!(
+                f,
+                " frag off={} mf={}",
+                self.frag_offset(),
+                self.more_frags()
+            )?;
         }
         Ok(())
     }
@@ -351,8 +362,8 @@ mod tests {
 
     /// 10.0.0.1 -> 10.0.0.2, ICMP, 4 bytes of payload, DF, ttl 64, id 0x1234.
     const PACKET: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x14, 0xaf, 10, 0, 0, 1, 10,
-        0, 0, 2, 0xaa, 0xbb, 0xcc, 0xdd,
+        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x14, 0xaf, 10, 0, 0, 1, 10, 0,
+        0, 2, 0xaa, 0xbb, 0xcc, 0xdd,
     ];
 
     #[test]
@@ -415,7 +426,11 @@ mod tests {
         assert_eq!(Ipv4Packet::new_checked(&b[..]), Err(WireError::Malformed));
         for ihl in 0..5 {
             b[0] = 0x40 | ihl;
-            assert_eq!(Ipv4Packet::new_checked(&b[..]), Err(WireError::Malformed), "ihl {ihl}");
+            assert_eq!(
+                Ipv4Packet::new_checked(&b[..]),
+                Err(WireError::Malformed),
+                "ihl {ihl}"
+            );
         }
         // IHL 6 with total length 24: header fits, payload empty.
         b[0] = 0x46;
@@ -439,7 +454,10 @@ mod tests {
         b[3] = 19; // shorter than the header
         assert_eq!(Ipv4Packet::new_checked(&b[..]), Err(WireError::Malformed));
         b[3] = 20; // header only
-        assert!(Ipv4Packet::new_checked(&b[..]).unwrap().payload().is_empty());
+        assert!(Ipv4Packet::new_checked(&b[..])
+            .unwrap()
+            .payload()
+            .is_empty());
     }
 
     #[test]
@@ -488,7 +506,10 @@ mod tests {
         assert!(p.is_fragment() && !p.more_frags());
         b[6] = 0x1f;
         b[7] = 0xff;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap().frag_offset(), 65528);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap().frag_offset(),
+            65528
+        );
     }
 
     #[test]

@@ -130,13 +130,12 @@ mod tests {
         write_u16(&mut m, 1, 0xabcd);
         assert_eq!(m, [0, 0xab, 0xcd]);
         write_u8(&mut m, usize::MAX, 1);
-        assert!(slice_mut(&mut m, 4..2).is_empty());
+        let (start, end) = (4, 2);
+        assert!(slice_mut(&mut m, start..end).is_empty());
     }
 
     #[test]
     fn errors_print() {
-        extern crate std;
-        use std::string::ToString;
         assert_eq!(WireError::Truncated.to_string(), "truncated packet");
         assert_eq!(WireError::BadChecksum.to_string(), "bad checksum");
     }

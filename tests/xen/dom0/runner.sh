@@ -2,8 +2,9 @@
 # Runs dom0 scenarios: runner.sh [NAME...] (default: all, sorted).
 # Prints exactly one line per scenario on stdout (the console):
 #   PASS <name>        or        FAIL <name>: <reason>
-# and, after a FAIL, a dump between "===== BEGIN FAIL-DUMP <name> ====="
-# and "===== END FAIL-DUMP <name> =====".
+# and, after a FAIL (after every scenario if PIH_VERBOSE=1), a dump of the
+# scenario's output, guest consoles, xl dmesg... between
+# "===== BEGIN DUMP <name> =====" and "===== END DUMP <name> =====".
 . /tests/lib.sh
 TIMEOUT=${PIH_SCENARIO_TIMEOUT:-120}
 SCEN_DIR=/tests/scenarios
@@ -33,7 +34,7 @@ run_with_timeout() {
 
 dump() {  # NAME OUT ERR
   local f
-  echo "===== BEGIN FAIL-DUMP $1 ====="
+  echo "===== BEGIN DUMP $1 ====="
   echo "--- scenario stdout ---"; cat "$2"
   echo "--- scenario stderr ---"; cat "$3"
   for f in "$CONSOLE_DIR"/guest-*.log; do
@@ -47,7 +48,8 @@ dump() {  # NAME OUT ERR
     echo "--- $f (tail) ---"; tail -n 30 "$f"
   done
   echo "--- syslog (tail) ---"; tail -n 30 /var/log/messages 2>/dev/null
-  echo "===== END FAIL-DUMP $1 ====="
+  echo "--- dom0 dmesg (tail) ---"; dmesg | tail -n 30
+  echo "===== END DUMP $1 ====="
 }
 
 cleanup() {
@@ -71,6 +73,7 @@ for name in "${names[@]}"; do
   rc=$?
   if [ $rc -eq 0 ]; then
     echo "PASS $name"
+    [ "${PIH_VERBOSE:-0}" = 1 ] && dump "$name" "$out" "$err"
   else
     if [ $rc -eq 124 ]; then
       reason="timeout after ${TIMEOUT} s"
