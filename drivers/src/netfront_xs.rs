@@ -183,8 +183,11 @@ impl Vif {
                 self.phase = Phase::Idle;
                 self.reconnects += 1;
                 // Ready for a returning backend: Initialising is where a
-                // fresh frontend starts.
-                let _ = store.write_state(&format!("{}/state", self.frontend), XenbusState::Initialising);
+                // fresh frontend starts. Unless the toolstack is removing
+                // the device: then writing would resurrect its directory.
+                if store.read(&format!("{}/backend", self.frontend)).is_ok() {
+                    let _ = store.write_state(&format!("{}/state", self.frontend), XenbusState::Initialising);
+                }
                 if self.backend_state(store) == XenbusState::InitWait {
                     return self.on_backend_change(store, plat);
                 }

@@ -74,7 +74,8 @@ pub fn run(mut xs: Xs, mut net: Net) -> ! {
     }
     let xs_port = xs.env().port();
     net.start(&mut xs);
-    info!("ready (boot took {} ms)", clock::uptime_ns() / 1_000_000);
+    let (used, size) = crate::heap::stats();
+    info!("ready (boot took {} ms, heap {} of {} KiB used)", clock::uptime_ns() / 1_000_000, used >> 10, size >> 10);
 
     let mut next_report = clock::uptime_ns() + REPORT_NS;
     loop {

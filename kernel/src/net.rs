@@ -164,6 +164,7 @@ impl Net {
         let Some(vif) = nv.vif.as_mut() else { return };
         match vif.on_backend_change(xs, &mut plat) {
             Ok(true) => {
+                info!("net: {} grants active, vif {} reconnects {}", plat.gnt.active(), nv.devid, vif.reconnects);
                 if let Some(conn) = vif.conn.as_mut() {
                     let notify = conn.rings.fill_rx();
                     let port = conn.port;

@@ -640,8 +640,11 @@ impl<const NEIGHBORS: usize, const PENDING: usize> Interface<NEIGHBORS, PENDING>
         let src = ip.src_addr();
         let dst = ip.dst_addr();
         let our_ip = self.ip();
+        // Martian sources (RFC 1812 5.3.7), and our own address.
         if src.is_broadcast()
             || src.is_multicast()
+            || src.is_unspecified()
+            || src.is_loopback()
             || src == our_ip
             || self.cidr.is_subnet_broadcast(src)
         {
@@ -675,6 +678,7 @@ impl<const NEIGHBORS: usize, const PENDING: usize> Interface<NEIGHBORS, PENDING>
             || dst.is_broadcast()
             || dst.is_multicast()
             || dst.is_unspecified()
+            || dst.is_loopback()
             || self.cidr.is_subnet_broadcast(dst)
         {
             return Disposition::Dropped(DropReason::NotForUs);

@@ -45,7 +45,9 @@ pub mod wire;
 #[cfg(test)]
 mod testutil;
 
-pub use host::{Counters, Disposition, DropReason, Interface, Ipv4Cidr, SendStatus, Transmit};
+pub use host::{
+    Counters, Disposition, DropReason, Interface, Ipv4Cidr, NextHop, SendStatus, Transmit, TxFn,
+};
 pub use neighbor::{NeighborCache, PendingQueue};
 pub use wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, IcmpPacket,

@@ -255,7 +255,7 @@ impl<const N: usize> NeighborCache<N> {
 }
 
 /// One stored frame.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Slot {
     used: bool,
     len: usize,
@@ -297,7 +297,7 @@ pub enum Enqueued {
 /// When full, a new frame replaces the oldest one. Frames whose next hop
 /// has been unresolved for [`RESOLUTION_TIMEOUT_NS`] are dropped by
 /// [`PendingQueue::expire`]. Both kinds of loss are counted.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PendingQueue<const N: usize = 16> {
     slots: [Slot; N],
     used: usize,
@@ -305,6 +305,19 @@ pub struct PendingQueue<const N: usize = 16> {
     timeout: u64,
     dropped_overflow: u64,
     dropped_timeout: u64,
+}
+
+/// A summary: the frames themselves are not printed.
+impl<const N: usize> core::fmt::Debug for PendingQueue<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingQueue")
+            .field("len", &self.used)
+            .field("capacity", &N)
+            .field("timeout", &self.timeout)
+            .field("dropped_overflow", &self.dropped_overflow)
+            .field("dropped_timeout", &self.dropped_timeout)
+            .finish()
+    }
 }
 
 impl<const N: usize> Default for PendingQueue<N> {

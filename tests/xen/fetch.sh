@@ -32,7 +32,7 @@ PKGS_USER=(
 # Host tools this harness needs: command -> Debian package.
 declare -A HOST_TOOLS=(
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [readelf]=binutils
-  [gzip]=gzip [timeout]=coreutils [dpkg]=dpkg [apt-get]=apt
+  [gzip]=gzip [timeout]=coreutils [dpkg]=dpkg [apt-get]=apt [flock]=util-linux
 )
 
 APT_UPDATED=0

@@ -126,7 +126,11 @@ build_overlay() {
   mkdir -p "$stage/pih" "$stage/tests/scenarios" "$stage/etc/pih"
   install -m 755 "$XEN_TEST_DIR/dom0/init" "$stage/init"
   install -m 755 "$XEN_TEST_DIR/dom0/runner.sh" "$stage/tests/runner.sh"
-  install -m 644 "$XEN_TEST_DIR/lib.sh" "$stage/tests/lib.sh"
+  # Helper libraries for scenarios: lib.sh (always sourced), netlib.sh...
+  local l
+  for l in "$XEN_TEST_DIR"/*lib.sh; do
+    install -m 644 "$l" "$stage/tests/"
+  done
   install -m 644 "$XEN_TEST_DIR/dom0/motd" "$stage/etc/motd"
   install -m 755 "$XEN_TEST_DIR/dom0/vif-bridge-fast" "$stage/etc/pih/vif-bridge-fast"
   local s

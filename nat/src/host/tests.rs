@@ -627,6 +627,7 @@ fn forward_and_not_for_us() {
         Ipv4Addr::new(10, 0, 0, 255),
         Ipv4Addr::new(224, 0, 0, 251),
         Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(127, 0, 0, 1),
     ] {
         let p = ipv4(H3_IP, dst, 17, &[], &[0u8; 12]);
         assert_eq!(
@@ -641,6 +642,8 @@ fn forward_and_not_for_us() {
         Ipv4Addr::new(224, 0, 0, 1),
         OUR_IP,
         Ipv4Addr::new(10, 0, 0, 255),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::LOCALHOST,
     ] {
         let p = ipv4(src, REMOTE_IP, 17, &[], &[0u8; 12]);
         assert_eq!(
@@ -660,8 +663,8 @@ fn forward_and_not_for_us() {
     );
     assert!(tx.frames.is_empty());
     assert_eq!(i.counters().forward, 1);
-    assert_eq!(i.counters().dropped(DropReason::NotForUs), 8);
-    assert_eq!(i.counters().rx_frames, 14);
+    assert_eq!(i.counters().dropped(DropReason::NotForUs), 9);
+    assert_eq!(i.counters().rx_frames, 17);
 }
 
 #[test]

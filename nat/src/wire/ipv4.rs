@@ -553,6 +553,18 @@ mod tests {
     }
 
     #[test]
+    fn payload_outlives_the_views() {
+        let mut frame = [0u8; 14 + 24];
+        frame[12] = 0x08;
+        frame[14..].copy_from_slice(&PACKET);
+        let payload = {
+            let eth = crate::wire::EthernetFrame::new_checked(&frame[..]).unwrap();
+            Ipv4Packet::new_checked(eth.payload()).unwrap().payload()
+        };
+        assert_eq!(payload, &[0xaa, 0xbb, 0xcc, 0xdd]);
+    }
+
+    #[test]
     fn unchecked_garbage_is_harmless() {
         let p = Ipv4Packet::new_unchecked(&[0x4f, 0, 0xff, 0xff][..]);
         assert!(p.payload().is_empty());

@@ -58,6 +58,10 @@ cleanup() {
     destroy_domain "$d" || echo "runner: cannot destroy $d" >&2
   done
   rm -f "$CONSOLE_DIR"/guest-*.log /var/log/xen/xl-*.log
+  # Test hosts of the previous scenario (their veths go with them).
+  for d in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+    ip netns del "$d" 2>/dev/null
+  done
 }
 
 for name in "${names[@]}"; do
