@@ -14,9 +14,10 @@
 #   PIH_CACHE             package cache (default <repo>/.cache/xen-test)
 #   PIH_BUILD_DIR         logs and initrds (default <repo>/build/xen-test);
 #                         give parallel runs different ones
-#   PIH_SCENARIO_TIMEOUT  per-scenario limit in dom0, seconds (default 120)
+#   PIH_SCENARIO_TIMEOUT  per-scenario limit in dom0, seconds (default 120;
+#                         a scenario may set its own: "# timeout: 240")
 #   PIH_XEN_TIMEOUT       limit for the whole QEMU run, seconds (default:
-#                         90 + (scenario limit + 10) per dom0 scenario)
+#                         90 + (its limit + 10) per dom0 scenario)
 #   PIH_QUIET=1           do not stream the serial console, only results
 #   PIH_ALLOW_NO_KERNEL=1 boot dom0 even without a kernel (harness work)
 #   PIH_VERBOSE=1         dom0 dumps every scenario's output and guest
@@ -130,7 +131,13 @@ run_dom0_scenarios() {
   fi
   list=$(IFS=,; echo "${names[*]}")
   qemu_cmd test "pih.mode=test pih.tests=$list pih.timeout=$SCEN_TIMEOUT"
-  total=${PIH_XEN_TIMEOUT:-$((90 + (SCEN_TIMEOUT + 10) * ${#names[@]}))}
+  # Overall limit: boot + each scenario's own limit ("# timeout: S" line).
+  total=90
+  for n in "${names[@]}"; do
+    line=$(sed -n 's/^# *timeout: *\([0-9][0-9]*\).*/\1/p' "$XEN_TEST_DIR/scenarios/$n.sh" | head -n1)
+    total=$((total + ${line:-$SCEN_TIMEOUT} + 10))
+  done
+  total=${PIH_XEN_TIMEOUT:-$total}
   : > "$SERIAL_LOG"; rm -f "$BUILD_DIR/qemu.rc" "$BUILD_DIR/first-result"
   t_qemu=$(now)
   log "assets ready in $(elapsed "$t_build" "$t_qemu") s; booting Xen in QEMU (limit $total s), console: $SERIAL_LOG"

@@ -72,7 +72,10 @@ for name in "${names[@]}"; do
   fi
   cleanup
   out=/tmp/scenario-$name.out err=/tmp/scenario-$name.err
-  run_with_timeout "$TIMEOUT" "$out" "$err" \
+  # A scenario may ask for another limit with a line "# timeout: SECONDS".
+  limit=$(sed -n 's/^# *timeout: *\([0-9][0-9]*\).*/\1/p' "$script" | head -n1)
+  limit=${limit:-$TIMEOUT}
+  run_with_timeout "$limit" "$out" "$err" \
     bash -c 'source /tests/lib.sh && source "$1"' "scenario-$name" "$script"
   rc=$?
   if [ $rc -eq 0 ]; then
@@ -80,7 +83,7 @@ for name in "${names[@]}"; do
     [ "${PIH_VERBOSE:-0}" = 1 ] && dump "$name" "$out" "$err"
   else
     if [ $rc -eq 124 ]; then
-      reason="timeout after ${TIMEOUT} s"
+      reason="timeout after ${limit} s"
     else
       reason=$(tr -d '\r' < "$err" | sed '/^[[:space:]]*$/d' | tail -n1)
       [ -n "$reason" ] || reason="exit status $rc"
