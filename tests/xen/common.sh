@@ -27,7 +27,7 @@ die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 # shared libraries are found by following readelf -d NEEDED entries.
 DOM0_BINS=(
   bin/busybox bin/bash bin/ip sbin/bridge sbin/tc sbin/brctl
-  usr/bin/flock
+  usr/bin/flock bin/ping
   usr/bin/xenstore
   "${XEN_LIBEXEC#/}/xl" "${XEN_LIBEXEC#/}/xenstored"
   "${XEN_LIBEXEC#/}/xenconsoled" "${XEN_LIBEXEC#/}/xenconsole"

@@ -22,11 +22,11 @@ PKGS_XEN=(
 )
 # dom0 userland: busybox for everything small, bash + iproute2 for the
 # hotplug scripts and the scenarios, util-linux for flock (busybox has no
-# flock applet; its logger and ping are enough).
+# flock applet), iputils-ping for flood pings (busybox ping has no -f).
 PKGS_USER=(
   busybox-static bash iproute2 bridge-utils libmnl0 libelf1 libbpf1 libcap2
   libxtables12 libbsd0 libmd0 libdb5.3 libselinux1 libpcre2-8-0
-  util-linux ncurses-base
+  util-linux ncurses-base iputils-ping libidn2-0 libunistring2
 )
 
 # Host tools this harness needs: command -> Debian package.

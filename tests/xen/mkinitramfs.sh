@@ -57,8 +57,12 @@ add_module() {
 build_base() {
   local stage=$PIH_CACHE/initramfs-base.d f rel name d have
   rm -rf "$stage"; mkdir -p "$stage"
+  # Merged /usr, as on an installed Debian: /bin/ping and /usr/bin/ping
+  # are the same file, whichever path a script uses.
+  mkdir -p "$stage/usr/bin" "$stage/usr/sbin" "$stage/usr/lib" "$stage/usr/lib64"
+  for d in bin sbin lib lib64; do ln -s "usr/$d" "$stage/$d"; done
   # Directory skeleton.
-  for d in bin sbin usr/bin usr/sbin lib lib64 etc/pih proc sys dev run tmp \
+  for d in etc/pih proc sys dev run tmp \
            root var/lib/xen var/lib/xenstored var/log/xen/console \
            "${XEN_LIBEXEC#/}" pih tests/scenarios; do
     mkdir -p "$stage/$d"

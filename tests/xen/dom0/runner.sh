@@ -52,12 +52,24 @@ dump() {  # NAME OUT ERR
   echo "===== END DUMP $1 ====="
 }
 
+# guest_faults: what went wrong with guests during the scenario that the
+# scenario may not have seen: a triple fault (Xen then reboots the domain
+# and xl's on_reboot="restart" brings it back quietly) or a crash.
+guest_faults() {
+  local f
+  f=$(xl dmesg 2>/dev/null | grep -Eo 'd[0-9]+v[0-9]+ Triple fault' | head -n1)
+  [ -n "$f" ] && { echo "guest triple-faulted ($f, see xl dmesg)"; return; }
+  grep -qs 'has shut down, reason code 3 ' /var/log/xen/xl-*.log \
+    && echo "guest crashed (xl log: reason code 3)"
+}
+
 cleanup() {
   local d
   for d in "$PIH_DOM" $(xl list 2>/dev/null | awk 'NR > 2 { print $1 }'); do
     destroy_domain "$d" || echo "runner: cannot destroy $d" >&2
   done
   rm -f "$CONSOLE_DIR"/guest-*.log /var/log/xen/xl-*.log
+  xl dmesg -c >/dev/null 2>&1   # so guest_faults sees this scenario only
   # Test hosts of the previous scenario (their veths go with them).
   for d in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
     ip netns del "$d" 2>/dev/null
@@ -78,6 +90,12 @@ for name in "${names[@]}"; do
   run_with_timeout "$limit" "$out" "$err" \
     bash -c 'source /tests/lib.sh && source "$1"' "scenario-$name" "$script"
   rc=$?
+  # Unless the scenario says "# allow: crash", a guest fault fails it.
+  faults=
+  grep -q '^# *allow: *crash' "$script" || faults=$(guest_faults)
+  if [ $rc -eq 0 ] && [ -n "$faults" ]; then
+    rc=1; echo "$faults" >> "$err"
+  fi
   if [ $rc -eq 0 ]; then
     echo "PASS $name"
     [ "${PIH_VERBOSE:-0}" = 1 ] && dump "$name" "$out" "$err"
@@ -88,6 +106,7 @@ for name in "${names[@]}"; do
       reason=$(tr -d '\r' < "$err" | sed '/^[[:space:]]*$/d' | tail -n1)
       [ -n "$reason" ] || reason="exit status $rc"
     fi
+    case "$reason" in "$faults") ;; *) [ -n "$faults" ] && reason="$reason [$faults]" ;; esac
     echo "FAIL $name: $reason"
     dump "$name" "$out" "$err"
   fi
