@@ -34,8 +34,8 @@ test: host-test xen-test ## everything: host unit tests, then the Xen-in-QEMU sc
 host-test: setup ## cargo test of the platform-independent crates
 	cargo test --workspace
 
-xen-test: kernel ## Xen-in-QEMU scenarios (all, or one with T=<name>)
-	tests/xen/run.sh test $(T)
+xen-test: kernel ## Xen-in-QEMU scenarios (all, or one with T=<name>); V=1 streams the console
+	PIH_QUIET=$(if $(V),0,1) tests/xen/run.sh test $(T)
 
 fuzz: ## run every fuzz target for FUZZ_SECONDS (default 60) each
 	scripts/fuzz.sh $${FUZZ_SECONDS:-60}

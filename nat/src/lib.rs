@@ -37,9 +37,14 @@
     )
 )]
 
+extern crate alloc;
+
 pub mod checksum;
+pub mod fragment;
 pub mod host;
 pub mod neighbor;
+pub mod table;
+pub mod translate;
 pub mod wire;
 
 #[cfg(test)]

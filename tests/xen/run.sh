@@ -117,6 +117,9 @@ stream() {
     fi
     if [ $indump = 0 ]; then
       case "$line" in
+        "METRIC "*)
+          [ "${PIH_QUIET:-0}" = 1 ] && printf '%s\n' "$line"
+          ;;
         "PASS "*|"FAIL "*)
           [ -s "$BUILD_DIR/first-result" ] || elapsed "$t0" "$(now)" > "$BUILD_DIR/first-result"
           [ "${PIH_QUIET:-0}" = 1 ] && printf '[+%ss] %s\n' "$(elapsed "$t0" "$(now)")" "$line"

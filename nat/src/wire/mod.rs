@@ -19,12 +19,18 @@ use core::fmt;
 mod arp;
 mod ethernet;
 mod icmp;
+mod icmp_error;
 mod ipv4;
+mod tcp;
+mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame};
 pub use icmp::{IcmpPacket, IcmpType};
+pub use icmp_error::{IcmpErrorPacket, QUOTED_TRANSPORT_MIN};
 pub use ipv4::{IpProtocol, Ipv4Packet};
+pub use tcp::TcpPacket;
+pub use udp::UdpPacket;
 
 /// Why a buffer cannot be read as a given packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -96,6 +96,8 @@ for name in "${names[@]}"; do
   if [ $rc -eq 0 ] && [ -n "$faults" ]; then
     rc=1; echo "$faults" >> "$err"
   fi
+  # Figures a scenario measured ("METRIC <name> <value>" on its stdout).
+  tr -d '\r' < "$out" | grep -E '^METRIC ' | sed "s/^METRIC /METRIC $name /"
   if [ $rc -eq 0 ]; then
     echo "PASS $name"
     [ "${PIH_VERBOSE:-0}" = 1 ] && dump "$name" "$out" "$err"

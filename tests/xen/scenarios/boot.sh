@@ -1,11 +1,20 @@
 # boot: the shipped config starts; the guest prints its banner, its
 # configuration and "ready", and xl sees it running.
+t0=$(ts)
 pih_create
+t_created=$(ts)
 expect_log "$PIH_DOM" 'pih-bridge [0-9]+\.[0-9]+\.[0-9]+ .*domid=[0-9]+' 60
+t_banner=$(ts)
 note "banner seen"
 expect_log "$PIH_DOM" 'config: ext=10\.0\.0\.2/24' 60
 expect_log "$PIH_DOM" 'ready' 60
+t_ready=$(ts)
 note "ready seen"
+echo "METRIC xl_create_returned_s $(awk -v a="$t0" -v b="$t_created" 'BEGIN { printf "%.2f", b - a }')"
+echo "METRIC create_to_banner_s $(awk -v a="$t0" -v b="$t_banner" 'BEGIN { printf "%.2f", b - a }')"
+echo "METRIC create_to_ready_s $(awk -v a="$t0" -v b="$t_ready" 'BEGIN { printf "%.2f", b - a }')"
+guest_ms=$(tr -d '\r' < "$(console_log "$PIH_DOM")" | sed -n 's/.*ready (boot took \([0-9]*\) ms.*/\1/p' | head -n1)
+echo "METRIC guest_boot_ms ${guest_ms:-?}"
 state=$(domain_state "$PIH_DOM")
 note "xl list state: $state"
 xl list "$PIH_DOM"

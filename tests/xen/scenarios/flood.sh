@@ -1,5 +1,6 @@
 # flood: a 10,000-packet flood ping (iputils ping -f) to each of the
 # bridge's addresses loses nothing.
+# timeout: 480
 . /tests/netlib.sh
 net_hosts_up
 pih_create

@@ -1,8 +1,8 @@
 # ping: each of the bridge's three addresses answers 100/100 pings from a
 # host on its segment, with small and with 1472-byte payloads (a full
 # 1500-byte IP packet).
+# timeout: 240
 . /tests/netlib.sh
-PIH_SCENARIO_TIMEOUT=${PIH_SCENARIO_TIMEOUT:-240}
 net_hosts_up
 pih_create
 expect_log "$PIH_DOM" 'ready' 60

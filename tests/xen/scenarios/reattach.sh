@@ -1,6 +1,7 @@
 # reattach: the internal vif (devid 1) is detached and attached again with
 # the same devid and MAC; it answers again, and the other two vifs answer
 # throughout.
+# timeout: 300
 . /tests/netlib.sh
 net_hosts_up
 pih_create
