@@ -128,7 +128,10 @@ pub extern "C" fn pih_main(start_info_paddr: u64) -> ! {
         Ok(g) => g,
         Err(e) => power_off_with(format_args!("grant table: cannot set up: {e}")),
     };
-    let net = net::Net::new(gnt, &config);
+    let net = match net::Net::new(gnt, &config) {
+        Ok(n) => n,
+        Err(e) => power_off_with(format_args!("nat: {e}")),
+    };
     lifecycle::run(xs, net)
 }
 

@@ -9,7 +9,8 @@ use core::net::Ipv4Addr;
 
 use pih_control::config::{Config, Role};
 use pih_drivers::netfront_xs::{self, Rings, Vif, VifPlatform};
-use pih_nat::host::{Interface, Ipv4Cidr, Transmit};
+use pih_nat::host::{Disposition, Interface, Ipv4Cidr, Transmit};
+use pih_nat::translate::{DropReason, Nat, NatConfig, Verdict};
 use pih_nat::wire::EthernetAddress;
 use pih_xen::grant_table::{GrantError, GrantRef, GrantTable};
 use pih_xen::{events, info, warn};
@@ -81,12 +82,41 @@ struct NetVif {
     role: Role,
     vif: Option<Vif>,
     iface: Interface,
-    scratch: [u8; MAX_FRAME],
 }
+
+impl NetVif {
+    fn rings(&mut self) -> Option<&mut Rings> {
+        self.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings)
+    }
+}
+
+/// Indices into `Net::vifs` (built in role order).
+const EXT: usize = 0;
+const INT: usize = 1;
 
 pub struct Net {
     gnt: GrantTable,
     vifs: Vec<Box<NetVif>>,
+    nat: Nat,
+    /// Refusals already reported, and when (rate-limits the log line).
+    refused_logged: (u64, u64),
+    /// Packets the kernel could not hand to the next vif.
+    pub forward_failed: u64,
+}
+
+/// A seed for the translation table's hash keys and port choice: the TSC
+/// at boot mixed with Xen system time (not secret-grade, but not known to
+/// remote parties in advance).
+fn seed() -> [u64; 4] {
+    let a = pih_xen::arch::rdtsc();
+    let b = pih_xen::clock::system_time_ns();
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    [mix(a), mix(b), mix(a ^ b.rotate_left(17)), mix(a.wrapping_mul(b | 1))]
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -98,7 +128,7 @@ fn role_name(r: Role) -> &'static str {
 }
 
 impl Net {
-    pub fn new(gnt: GrantTable, config: &Config) -> Net {
+    pub fn new(gnt: GrantTable, config: &Config) -> Result<Net, &'static str> {
         let mut vifs = Vec::new();
         for role in [Role::External, Role::Internal, Role::Management] {
             let c = config.cidr(role);
@@ -109,10 +139,15 @@ impl Net {
                 role,
                 vif: None,
                 iface: Interface::new(EthernetAddress([0; 6]), cidr, gw),
-                scratch: [0; MAX_FRAME],
             }));
         }
-        Net { gnt, vifs }
+        let int = Ipv4Cidr::new(config.int.addr, config.int.prefix_len).ok_or("bad internal prefix")?;
+        let mut nat_config = NatConfig::new(config.ext.addr, int);
+        nat_config.table.capacity = config.flows as usize;
+        nat_config.table.static_capacity = config.rules as usize;
+        let nat = Nat::new(&nat_config, seed()).map_err(|_| "translation table configuration refused")?;
+        info!("nat: translation table for {} flows ready", nat.table().capacity());
+        Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0 })
     }
 
     /// Finds the vifs in xenstore and starts following them; also watches
@@ -205,39 +240,111 @@ impl Net {
     }
 
     /// Services every connected vif: completed transmissions, received
-    /// frames, timers. Returns true if work remains (budget exhausted).
+    /// frames (answered, translated and forwarded, or dropped), timers.
+    /// Returns true if work remains (budget exhausted).
     pub fn poll(&mut self, now: u64) -> bool {
         let mut more = false;
-        for nv in self.vifs.iter_mut() {
-            let NetVif { vif, iface, scratch, .. } = &mut **nv;
-            let Some(conn) = vif.as_mut().and_then(|v| v.conn.as_mut()) else { continue };
-            events::take_pending(conn.port);
-            let rings = &mut conn.rings;
-            rings.reclaim_tx();
+        let mut frame = [0u8; MAX_FRAME];
+        for i in 0..self.vifs.len() {
+            let Some(port) = self.vifs[i].vif.as_ref().and_then(|v| v.conn.as_ref()).map(|c| c.port) else { continue };
+            events::take_pending(port);
             let mut notify = false;
+            if let Some(rings) = self.vifs[i].rings() {
+                rings.reclaim_tx();
+            }
             for _ in 0..RX_BUDGET {
+                let nv = &mut *self.vifs[i];
+                let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) else { break };
                 let mut len = 0;
-                let p = rings.poll_rx_budget(1, |frame| {
-                    let data = frame.data();
+                let p = rings.poll_rx_budget(1, |f| {
+                    let data = f.data();
                     len = data.len().min(MAX_FRAME);
-                    scratch[..len].copy_from_slice(&data[..len]);
+                    frame[..len].copy_from_slice(&data[..len]);
                 });
                 notify |= p.notify;
                 if p.delivered > 0 {
-                    // Forwarding (issue 4) takes Forward/Local frames here.
-                    let _ = iface.process(now, &scratch[..len], &mut RingTx(rings));
+                    let d = nv.iface.process(now, &frame[..len], &mut RingTx(rings));
+                    self.dispatch(now, i, d, &mut frame[..len]);
                 }
                 if !p.more {
                     break;
                 }
                 more = true;
             }
-            iface.poll(now, &mut RingTx(rings));
-            if rings.flush_tx() || notify {
+            let nv = &mut *self.vifs[i];
+            if let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) {
+                nv.iface.poll(now, &mut RingTx(rings));
+            }
+            self.flush(i, notify);
+        }
+        // Frames queued on other vifs by forwarding.
+        for i in 0..self.vifs.len() {
+            self.flush(i, false);
+        }
+        self.nat.expire(now);
+        self.report_refusals(now);
+        more
+    }
+
+    fn flush(&mut self, i: usize, notify: bool) {
+        let nv = &mut *self.vifs[i];
+        if let Some(conn) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()) {
+            if conn.rings.flush_tx() || notify {
                 let _ = events::send(conn.port);
             }
         }
-        more
+    }
+
+    /// What happens to a frame the vif's own address did not consume.
+    fn dispatch(&mut self, now: u64, from: usize, d: Disposition, frame: &mut [u8]) {
+        let role = self.vifs[from].role;
+        // Forward and Local promise Ethernet II + a valid IPv4 header.
+        let Some(packet) = frame.get_mut(14..) else { return };
+        let (verdict, to) = match (role, d) {
+            (Role::Internal, Disposition::Forward) => (self.nat.outbound(now, packet), EXT),
+            (Role::External, Disposition::Local) => (self.nat.inbound(now, packet), INT),
+            // Management traffic (the API, issue 5) and anything else:
+            // nothing to forward.
+            _ => return,
+        };
+        match verdict {
+            Verdict::Forward => self.send(now, to, packet),
+            // Silently, as a NAT must; counted by the translator.
+            Verdict::Drop(_) | Verdict::TimeExceeded | Verdict::NeedFrag { .. } => {}
+        }
+    }
+
+    /// Sends an IPv4 packet out of vif `to`, resolving the next hop (or
+    /// queueing it until ARP answers).
+    fn send(&mut self, now: u64, to: usize, packet: &[u8]) {
+        let Some(total) = packet.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else { return };
+        let Some(ip) = packet.get(..total) else { return };
+        let Some(&[a, b, c, d]) = ip.get(16..20) else { return };
+        let dst = Ipv4Addr::new(a, b, c, d);
+        let nv = &mut *self.vifs[to];
+        let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) else {
+            self.forward_failed += 1;
+            return;
+        };
+        let status = nv.iface.send_ipv4(now, dst, &mut RingTx(rings), |buf| {
+            if buf.len() < ip.len() {
+                return 0;
+            }
+            buf[..ip.len()].copy_from_slice(ip);
+            ip.len()
+        });
+        if matches!(status, pih_nat::host::SendStatus::Dropped(_) | pih_nat::host::SendStatus::Empty) {
+            self.forward_failed += 1;
+        }
+    }
+
+    fn report_refusals(&mut self, now: u64) {
+        let refused = self.nat.counters().dropped(DropReason::TableFull);
+        let (logged, at) = self.refused_logged;
+        if refused > logged && now.saturating_sub(at) >= 1_000_000_000 {
+            warn!("nat: table full ({} flows), refused {} new flows so far", self.nat.table().len(), refused);
+            self.refused_logged = (refused, now);
+        }
     }
 
     /// One line per vif for the log.
@@ -252,5 +359,8 @@ impl Net {
                 None => info!("vif {} {}: not connected", nv.devid, role_name(nv.role)),
             }
         }
+        let c = self.nat.counters();
+        info!("nat: {} flows active, {} packets dropped ({} table full), {} not forwarded",
+            self.nat.table().len(), c.dropped_total(), c.dropped(DropReason::TableFull), self.forward_failed);
     }
 }
