@@ -77,14 +77,24 @@ impl Rng {
 }
 
 fn nat() -> Nat {
-    let mut c = NatConfig::new(EXT, Ipv4Cidr::new(Ipv4Addr::new(172, 16, 0, 1), 16).unwrap());
+    let mut c = NatConfig::new(
+        EXT,
+        Ipv4Cidr::new(Ipv4Addr::new(172, 16, 0, 1), 16).unwrap(),
+    );
     c.table.capacity = FLOWS_DEFAULT;
     Nat::new(&c, [0x1234, 0x5678, 0x9abc, 0xdef0]).unwrap()
 }
 
 /// An IPv4 packet of `PKT` bytes (60 used) with a TCP or UDP header and
 /// valid checksums.
-fn packet(p: Protocol, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> [u8; PKT] {
+fn packet(
+    p: Protocol,
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+) -> [u8; PKT] {
     let mut b = [0u8; PKT];
     let len = 60u16;
     {
@@ -205,10 +215,18 @@ fn round_trip_batched(n: &mut Nat, pkts: &mut [[u8; PKT]]) -> u64 {
     let mut v = [Verdict::Forward; BATCH];
     for chunk in pkts.chunks_mut(BATCH) {
         n.outbound_batch(NOW, chunk, &mut v);
-        ok += v.iter().take(chunk.len()).filter(|&&v| v == Verdict::Forward).count() as u64;
+        ok += v
+            .iter()
+            .take(chunk.len())
+            .filter(|&&v| v == Verdict::Forward)
+            .count() as u64;
         chunk.iter_mut().for_each(swap);
         n.inbound_batch(NOW, chunk, &mut v);
-        ok += v.iter().take(chunk.len()).filter(|&&v| v == Verdict::Forward).count() as u64;
+        ok += v
+            .iter()
+            .take(chunk.len())
+            .filter(|&&v| v == Verdict::Forward)
+            .count() as u64;
         for b in chunk.iter_mut() {
             swap(b);
             restore_ttl(b);
@@ -278,11 +296,14 @@ fn summary() {
         let (mut n, mut pkts) = established(p);
         let flows = pkts.len();
         for (how, f) in [
-            ("batches of 32", round_trip_batched as fn(&mut Nat, &mut [[u8; PKT]]) -> u64),
+            (
+                "batches of 32",
+                round_trip_batched as fn(&mut Nat, &mut [[u8; PKT]]) -> u64,
+            ),
             ("one by one", round_trip),
         ] {
             f(&mut n, &mut pkts); // warm up
-            // Best of 5 runs of 10 passes (the machine may be shared).
+                                  // Best of 5 runs of 10 passes (the machine may be shared).
             let mut best = Duration::MAX;
             let mut allocs = 0;
             let mut ok = 0;
@@ -329,7 +350,10 @@ fn summary() {
         d.as_nanos() as f64 / ok as f64
     );
     assert_eq!(allocs, 0);
-    println!("table stats after the new-flow runs: {:?}", n.table().stats());
+    println!(
+        "table stats after the new-flow runs: {:?}",
+        n.table().stats()
+    );
 }
 
 criterion_group!(group, benches);

@@ -315,13 +315,13 @@ fn is_icmp_error(proto: IpProtocol, l4: &[u8]) -> bool {
 
 /// The RFC 1624 term (`~m + m'`) of a 16-bit word changing from `old` to
 /// `new`, to be added up with others and applied by [`adjust`].
-#[inline]
+#[inline(always)]
 fn delta16(old: u16, new: u16) -> u32 {
     u32::from(!old).wrapping_add(u32::from(new))
 }
 
 /// [`delta16`] of a 32-bit field (an address): its two words.
-#[inline]
+#[inline(always)]
 fn delta32(old: u32, new: u32) -> u32 {
     delta16((old >> 16) as u16, (new >> 16) as u16).wrapping_add(delta16(old as u16, new as u16))
 }
@@ -332,7 +332,7 @@ fn delta32(old: u32, new: u32) -> u32 {
 /// unit tests check it against it and against full recomputation), with a
 /// single fold: the packet path rewrites an address and a port or TTL per
 /// checksum, and this is its hottest arithmetic.
-#[inline]
+#[inline(always)]
 fn adjust(checksum: u16, delta: u32) -> u16 {
     let s = u32::from(!checksum).wrapping_add(delta);
     let s = (s & 0xffff).wrapping_add(s >> 16);
@@ -343,15 +343,18 @@ fn adjust(checksum: u16, delta: u32) -> u16 {
 /// Decrements the TTL of the IPv4 header at the start of `packet` and
 /// rewrites its source (`src`) or destination address from `old` to
 /// `new`, updating the header checksum.
-#[inline]
+#[inline(always)]
 fn rewrite_ip(packet: &mut [u8], src: bool, old: Ipv4Addr, new: Ipv4Addr) {
     let Some(h) = packet.first_chunk_mut::<20>() else {
         return;
     };
     let [ttl, proto] = [h[8], h[9]];
     let new_ttl = ttl.saturating_sub(1);
-    let delta = delta16(u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([new_ttl, proto]))
-        .wrapping_add(delta32(u32::from(old), u32::from(new)));
+    let delta = delta16(
+        u16::from_be_bytes([ttl, proto]),
+        u16::from_be_bytes([new_ttl, proto]),
+    )
+    .wrapping_add(delta32(u32::from(old), u32::from(new)));
     let c = adjust(u16::from_be_bytes([h[10], h[11]]), delta);
     h[8] = new_ttl;
     h[10..12].copy_from_slice(&c.to_be_bytes());
@@ -387,7 +390,7 @@ impl Sum {
 /// `new_port`, and updates the checksum for it and for the pseudo-header
 /// address change `old_addr -> new_addr`. A checksum beyond the end of
 /// `l4` (a truncated header quoted by an ICMP error) is left alone.
-#[inline]
+#[inline(always)]
 fn rewrite_l4(
     l4: &mut [u8],
     port_at: usize,
@@ -434,7 +437,7 @@ struct Header {
 
 impl Header {
     /// The fields of a packet that passes [`Ipv4Packet::new_checked`].
-    #[inline]
+    #[inline(always)]
     fn parse(packet: &[u8]) -> Option<Header> {
         let ip = Ipv4Packet::new_checked(packet).ok()?;
         // Read the fixed header in one go (the view's getters check the
@@ -593,17 +596,33 @@ impl Nat {
     /// only warm the caches) before the first one is translated, so their
     /// cache misses overlap instead of adding up. Returns the number of
     /// packets handled (the shorter of the two slices).
-    pub fn outbound_batch<T: AsMut<[u8]>>(&mut self, now_ns: u64, packets: &mut [T], verdicts: &mut [Verdict]) -> usize {
+    pub fn outbound_batch<T: AsMut<[u8]>>(
+        &mut self,
+        now_ns: u64,
+        packets: &mut [T],
+        verdicts: &mut [Verdict],
+    ) -> usize {
         self.batch(now_ns, packets, verdicts, true)
     }
 
     /// [`Nat::inbound`] for a batch of packets, like
     /// [`Nat::outbound_batch`].
-    pub fn inbound_batch<T: AsMut<[u8]>>(&mut self, now_ns: u64, packets: &mut [T], verdicts: &mut [Verdict]) -> usize {
+    pub fn inbound_batch<T: AsMut<[u8]>>(
+        &mut self,
+        now_ns: u64,
+        packets: &mut [T],
+        verdicts: &mut [Verdict],
+    ) -> usize {
         self.batch(now_ns, packets, verdicts, false)
     }
 
-    fn batch<T: AsMut<[u8]>>(&mut self, now_ns: u64, packets: &mut [T], verdicts: &mut [Verdict], outbound: bool) -> usize {
+    fn batch<T: AsMut<[u8]>>(
+        &mut self,
+        now_ns: u64,
+        packets: &mut [T],
+        verdicts: &mut [Verdict],
+        outbound: bool,
+    ) -> usize {
         let n = packets.len().min(verdicts.len());
         let (packets, verdicts) = (packets.iter_mut().take(n), verdicts.iter_mut().take(n));
         let mut packets = packets.peekable();
@@ -644,8 +663,16 @@ impl Nat {
         let src = u32::from_be_bytes(read(packet, 12));
         let dst = u32::from_be_bytes(read(packet, 16));
         let (p, a, b) = match proto {
-            IpProtocol::Tcp => (Protocol::Tcp, read_u16(packet, hl), read_u16(packet, hl.wrapping_add(2))),
-            IpProtocol::Udp => (Protocol::Udp, read_u16(packet, hl), read_u16(packet, hl.wrapping_add(2))),
+            IpProtocol::Tcp => (
+                Protocol::Tcp,
+                read_u16(packet, hl),
+                read_u16(packet, hl.wrapping_add(2)),
+            ),
+            IpProtocol::Udp => (
+                Protocol::Udp,
+                read_u16(packet, hl),
+                read_u16(packet, hl.wrapping_add(2)),
+            ),
             IpProtocol::Icmp => {
                 let id = read_u16(packet, hl.wrapping_add(ICMP_IDENT_AT));
                 (Protocol::Icmp, id, id)
@@ -672,7 +699,7 @@ impl Nat {
         v
     }
 
-    #[inline]
+    #[inline(always)]
     fn outbound_inner(&mut self, now: u64, packet: &mut [u8]) -> Verdict {
         let Some(h) = Header::parse(packet) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -720,7 +747,7 @@ impl Nat {
         v
     }
 
-    #[inline]
+    #[inline(always)]
     fn outbound_ports(&mut self, now: u64, packet: &mut [u8], h: &Header, p: Protocol) -> Verdict {
         let (min, sum) = match p {
             Protocol::Tcp => (TCP_MIN_HEADER, Sum::Tcp),
@@ -880,7 +907,7 @@ impl Nat {
         v
     }
 
-    #[inline]
+    #[inline(always)]
     fn inbound_inner(&mut self, now: u64, packet: &mut [u8]) -> Verdict {
         let Some(h) = Header::parse(packet) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -910,7 +937,7 @@ impl Nat {
 
     /// The verdict for an inbound packet of a live flow whose TTL ran out
     /// or that is too big for the internal link; `None` when neither.
-    #[inline]
+    #[inline(always)]
     fn inbound_limits(&self, h: &Header, quiet: bool) -> Option<Verdict> {
         if h.ttl <= 1 {
             Some(if quiet {
@@ -931,7 +958,7 @@ impl Nat {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn inbound_ports(&mut self, now: u64, packet: &mut [u8], h: &Header, p: Protocol) -> Verdict {
         let (min, sum) = match p {
             Protocol::Tcp => (TCP_MIN_HEADER, Sum::Tcp),

@@ -60,7 +60,15 @@ fn host(i: u32) -> Ipv4Addr {
 
 /// Writes an IPv4 packet with a TCP, UDP or ICMP echo header into `b`;
 /// returns its length.
-fn build(b: &mut [u8; 128], proto: IpProtocol, src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8) -> usize {
+fn build(
+    b: &mut [u8; 128],
+    proto: IpProtocol,
+    src: Ipv4Addr,
+    sp: u16,
+    dst: Ipv4Addr,
+    dp: u16,
+    flags: u8,
+) -> usize {
     b.fill(0);
     let l4_len = match proto {
         IpProtocol::Tcp => 20,
@@ -140,7 +148,10 @@ fn the_packet_path_never_allocates() {
     let (_, n) = allocations(|| vec![1u8; 10]);
     assert!(n >= 1);
 
-    let mut c = NatConfig::new(EXT, Ipv4Cidr::new(Ipv4Addr::new(172, 16, 0, 1), 16).unwrap());
+    let mut c = NatConfig::new(
+        EXT,
+        Ipv4Cidr::new(Ipv4Addr::new(172, 16, 0, 1), 16).unwrap(),
+    );
     c.table.capacity = 4096;
     c.table.ports = 2000..=5999;
     let mut nat = Nat::new(&c, [1, 2, 3, 4]).unwrap();
@@ -161,18 +172,48 @@ fn the_packet_path_never_allocates() {
             assert_eq!(nat.outbound(0, &mut b[..len]), Verdict::Forward);
         }
         for i in 0..1536u32 {
-            let len = build(&mut b, IpProtocol::Udp, host(i % 512), 53, REMOTE, 1 + i as u16, 0);
+            let len = build(
+                &mut b,
+                IpProtocol::Udp,
+                host(i % 512),
+                53,
+                REMOTE,
+                1 + i as u16,
+                0,
+            );
             assert_eq!(nat.outbound(S, &mut b[..len]), Verdict::Forward);
-            let len = build(&mut b, IpProtocol::Icmp, host(i % 1024), i as u16, REMOTE, 0, 0);
+            let len = build(
+                &mut b,
+                IpProtocol::Icmp,
+                host(i % 1024),
+                i as u16,
+                REMOTE,
+                0,
+                0,
+            );
             assert_eq!(nat.outbound(S, &mut b[..len]), Verdict::Forward);
         }
         assert_eq!(nat.table().len(), 4096);
         // Refusals when full, unsolicited packets, batches.
         for i in 0..100u32 {
-            let len = build(&mut b, IpProtocol::Tcp, host(2000 + i), 1000, REMOTE, 80, 0x02);
-            assert!(matches!(nat.outbound(2 * S, &mut b[..len]), Verdict::Drop(_)));
+            let len = build(
+                &mut b,
+                IpProtocol::Tcp,
+                host(2000 + i),
+                1000,
+                REMOTE,
+                80,
+                0x02,
+            );
+            assert!(matches!(
+                nat.outbound(2 * S, &mut b[..len]),
+                Verdict::Drop(_)
+            ));
             let len = build(&mut b, IpProtocol::Udp, REMOTE, 9, EXT, 2000 + i as u16, 0);
-            assert!(matches!(nat.inbound(2 * S, &mut b[..len]), Verdict::Drop(_)));
+            assert!(matches!(
+                nat.inbound(2 * S, &mut b[..len]),
+                Verdict::Drop(_)
+            ));
         }
         let mut batch = [[0u8; 128]; 32];
         for (i, p) in batch.iter_mut().enumerate() {
@@ -187,7 +228,8 @@ fn the_packet_path_never_allocates() {
         let elen = error(&mut b, REMOTE, EXT, &q[..len]);
         assert_eq!(nat.inbound(3 * S, &mut b[..elen]), Verdict::Forward);
         nat.table_mut().reserve_port(3 * S, Protocol::Udp, 7000);
-        nat.insert_static(3 * S, Protocol::Udp, 7000, REMOTE, host(1), 53).unwrap();
+        nat.insert_static(3 * S, Protocol::Udp, 7000, REMOTE, host(1), 53)
+            .unwrap();
         nat.expire(100 * S);
         let len = build(&mut q, IpProtocol::Udp, REMOTE, 4444, EXT, 7000, 0);
         assert_eq!(nat.inbound(100 * S, &mut q[..len]), Verdict::Forward);

@@ -90,7 +90,10 @@ fn check_invariants(t: &TranslationTable, now: u64) {
         };
         let live = secs(now) < f.expires_s;
         assert_eq!(t.find_outbound(now, &ok).is_some(), live);
-        assert_eq!(t.find_inbound(now, &in_key(&ok, f.ext_port)).is_some(), live);
+        assert_eq!(
+            t.find_inbound(now, &in_key(&ok, f.ext_port)).is_some(),
+            live
+        );
         if live {
             assert_eq!(t.find_outbound(now, &ok), Some(f.id));
         }
@@ -168,7 +171,10 @@ fn config_is_validated() {
     assert_eq!(t.capacity(), 65_536);
     assert_eq!(t.port_range(), 1024..=65535);
     assert!(t.is_empty());
-    assert_eq!(ConfigError::OutOfMemory.to_string(), "not enough memory for the translation table");
+    assert_eq!(
+        ConfigError::OutOfMemory.to_string(),
+        "not enough memory for the translation table"
+    );
     // A single port works.
     let mut t = table(4, 5000..=5000);
     let k = out_key(Protocol::Udp, 2, 1, ip(8, 8, 8, 8), 53);
@@ -183,13 +189,23 @@ fn endpoint_independent_mapping() {
     for p in Protocol::ALL {
         let rport = if p == Protocol::Icmp { 0 } else { 443 };
         let flags = if p == Protocol::Tcp { SYN_F } else { 0 };
-        let a = t.outbound(0, &out_key(p, 7, 40000, r1, rport), flags).unwrap();
-        let b = t.outbound(0, &out_key(p, 7, 40000, r2, rport), flags).unwrap();
-        let c = t.outbound(0, &out_key(p, 7, 40000, r1, rport.wrapping_add(1)), flags).unwrap();
+        let a = t
+            .outbound(0, &out_key(p, 7, 40000, r1, rport), flags)
+            .unwrap();
+        let b = t
+            .outbound(0, &out_key(p, 7, 40000, r2, rport), flags)
+            .unwrap();
+        let c = t
+            .outbound(0, &out_key(p, 7, 40000, r1, rport.wrapping_add(1)), flags)
+            .unwrap();
         assert_eq!(a, b, "{p}: same internal endpoint, same external port");
         assert_eq!(a, c);
-        let d = t.outbound(0, &out_key(p, 7, 40001, r1, rport), flags).unwrap();
-        let e = t.outbound(0, &out_key(p, 8, 40000, r1, rport), flags).unwrap();
+        let d = t
+            .outbound(0, &out_key(p, 7, 40001, r1, rport), flags)
+            .unwrap();
+        let e = t
+            .outbound(0, &out_key(p, 8, 40000, r1, rport), flags)
+            .unwrap();
         assert_ne!(a, d);
         assert_ne!(a, e);
         assert_ne!(d, e);
@@ -254,7 +270,11 @@ fn tcp_opens_only_with_syn() {
     let mut t = table(64, 1024..=65535);
     let k = out_key(Protocol::Tcp, 7, 5000, ip(203, 0, 113, 9), 80);
     for flags in [ACK_F, SYNACK_F, RST_F, FINACK_F, SYN | FIN, 0] {
-        assert_eq!(t.outbound(0, &k, flags), Err(Miss::NoFlow), "flags {flags:#x}");
+        assert_eq!(
+            t.outbound(0, &k, flags),
+            Err(Miss::NoFlow),
+            "flags {flags:#x}"
+        );
     }
     assert_eq!(t.stats().outbound_no_flow, 6);
     assert!(t.is_empty());
@@ -281,7 +301,8 @@ fn tcp_state_transitions_and_timeouts() {
     assert_eq!(state(&t, 12 * S), (TcpState::SynReceived, 132));
     t.outbound(12 * S, &k, ACK_F).unwrap();
     assert_eq!(state(&t, 12 * S), (TcpState::Established, 12 + 7440));
-    t.inbound(13 * S, &in_key(&k, p), ACK_F | TcpPacket::<&[u8]>::PSH).unwrap();
+    t.inbound(13 * S, &in_key(&k, p), ACK_F | TcpPacket::<&[u8]>::PSH)
+        .unwrap();
     assert_eq!(state(&t, 13 * S), (TcpState::Established, 13 + 7440));
     // Close from inside, then outside.
     t.outbound(20 * S, &k, FINACK_F).unwrap();
@@ -397,8 +418,12 @@ fn wheel_catches_up_after_long_idle() {
     let mut t = table(64, 1024..=65535);
     let r = ip(203, 0, 113, 9);
     for i in 0..32u16 {
-        t.outbound(1_000_000 * S, &out_key(Protocol::Udp, 7, 1000 + i, r, 53), 0)
-            .unwrap();
+        t.outbound(
+            1_000_000 * S,
+            &out_key(Protocol::Udp, 7, 1000 + i, r, 53),
+            0,
+        )
+        .unwrap();
     }
     // Nothing is due yet, whatever the budget.
     assert_eq!(t.expire(1_000_100 * S, 10_000), 0);
@@ -457,7 +482,10 @@ fn table_full_refuses_then_reclaims() {
     }
     for (k, &p) in tcp.iter().zip(&ports) {
         assert_eq!(t.outbound(3 * S, k, ACK_F), Ok(p));
-        assert_eq!(t.inbound(3 * S, &in_key(k, p), ACK_F), Ok((k.int_addr, k.int_port)));
+        assert_eq!(
+            t.inbound(3 * S, &in_key(k, p), ACK_F),
+            Ok((k.int_addr, k.int_port))
+        );
     }
     // At 200 s the UDP flows have expired: new flows reclaim them without
     // any call to expire().
@@ -533,7 +561,9 @@ fn reserved_ports_are_never_allocated() {
     );
     assert_eq!(t.stats().refused_no_port, 1);
     // TCP is unaffected by UDP reservations.
-    assert!(t.outbound(0, &out_key(Protocol::Tcp, 7, 200, r, 53), SYN_F).is_ok());
+    assert!(t
+        .outbound(0, &out_key(Protocol::Tcp, 7, 200, r, 53), SYN_F)
+        .is_ok());
     // A port in use cannot be reserved.
     assert!(!t.reserve_port(0, Protocol::Udp, 1001));
     // Releasing makes the port cool before reuse.
@@ -614,7 +644,10 @@ fn static_mappings() {
     assert!(t.is_reserved(Protocol::Tcp, 2000));
     assert_eq!(t.stats().static_mappings, 1);
     let sm = t.static_mapping(Protocol::Tcp, 2000).unwrap();
-    assert_eq!((sm.client_addr, sm.int_addr, sm.int_port, sm.flows), (client, server, 22, 0));
+    assert_eq!(
+        (sm.client_addr, sm.int_addr, sm.int_port, sm.flows),
+        (client, server, 22, 0)
+    );
 
     let key = |rport: u16, from: Ipv4Addr| InboundKey {
         protocol: Protocol::Tcp,
@@ -623,7 +656,10 @@ fn static_mappings() {
         remote_port: rport,
     };
     // Only the client, only with a SYN.
-    assert_eq!(t.inbound(0, &key(5555, ip(198, 51, 100, 8)), SYN_F), Err(Miss::Filtered));
+    assert_eq!(
+        t.inbound(0, &key(5555, ip(198, 51, 100, 8)), SYN_F),
+        Err(Miss::Filtered)
+    );
     assert_eq!(t.inbound(0, &key(5555, client), ACK_F), Err(Miss::NoFlow));
     assert_eq!(t.inbound(0, &key(5555, client), SYN_F), Ok((server, 22)));
     assert_eq!(t.inbound(0, &key(5556, client), SYN_F), Ok((server, 22)));
@@ -654,9 +690,15 @@ fn static_mappings() {
 
     // Removal takes every flow of the rule with it.
     assert_eq!(t.remove_static(S, Protocol::Tcp, 2000), Ok(2));
-    assert_eq!(t.remove_static(S, Protocol::Tcp, 2000), Err(StaticError::NotFound));
+    assert_eq!(
+        t.remove_static(S, Protocol::Tcp, 2000),
+        Err(StaticError::NotFound)
+    );
     assert_eq!(t.len(), 1);
-    assert_eq!(t.inbound(S, &key(5555, client), ACK_F), Err(Miss::NoMapping));
+    assert_eq!(
+        t.inbound(S, &key(5555, client), ACK_F),
+        Err(Miss::NoMapping)
+    );
     assert_eq!(t.outbound(S, &reply, ACK_F), Err(Miss::NoFlow));
     assert!(!t.is_reserved(Protocol::Tcp, 2000));
     assert!(t.static_mapping(Protocol::Tcp, 2000).is_none());
@@ -742,7 +784,10 @@ fn peek_does_not_refresh() {
     let k = out_key(Protocol::Udp, 7, 5000, ip(203, 0, 113, 9), 53);
     let p = t.outbound(0, &k, 0).unwrap();
     assert_eq!(t.peek_outbound(100 * S, &k), Some(p));
-    assert_eq!(t.peek_inbound(100 * S, &in_key(&k, p)), Some((k.int_addr, 5000)));
+    assert_eq!(
+        t.peek_inbound(100 * S, &in_key(&k, p)),
+        Some((k.int_addr, 5000))
+    );
     assert!(t.find_outbound(120 * S, &k).is_none());
 }
 
@@ -784,7 +829,11 @@ fn property_random_operations() {
                 int_addr: ip(192, 168, 252, 2 + rng.below(4) as u8),
                 int_port: 1 + rng.below(4) as u16,
                 remote_addr: remotes[rng.below(3)],
-                remote_port: if p == Protocol::Icmp { 0 } else { 80 + rng.below(3) as u16 },
+                remote_port: if p == Protocol::Icmp {
+                    0
+                } else {
+                    80 + rng.below(3) as u16
+                },
             };
             let flags = [SYN_F, ACK_F, SYNACK_F, FINACK_F, RST_F, 0][rng.below(6)];
             match rng.below(10) {
@@ -796,11 +845,12 @@ fn property_random_operations() {
                 }
                 5..=7 => {
                     // A reply to something we may have sent, or not.
-                    let ik = if let Some(ik) = ext_ports.keys().nth(rng.below(ext_ports.len().max(1))) {
-                        *ik
-                    } else {
-                        in_key(&k, 30000)
-                    };
+                    let ik =
+                        if let Some(ik) = ext_ports.keys().nth(rng.below(ext_ports.len().max(1))) {
+                            *ik
+                        } else {
+                            in_key(&k, 30000)
+                        };
                     if let Ok((a, port)) = t.inbound(now, &ik, flags) {
                         let id = t.find_inbound(now, &ik).unwrap();
                         let f = t.flow(id).unwrap();
@@ -862,4 +912,12 @@ fn hash_spreads_structured_keys() {
         // A random function leaves about 1/e of the buckets empty.
         assert!(empty < c.len() / 2, "empty buckets {empty}");
     }
+}
+
+#[test]
+fn entry_sizes() {
+    assert_eq!(core::mem::size_of::<Flow>(), 32);
+    assert_eq!(core::mem::align_of::<Flow>(), 32);
+    assert_eq!(core::mem::size_of::<Link>(), 12);
+    assert_eq!(core::mem::size_of::<Mapping>(), 24);
 }

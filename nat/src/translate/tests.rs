@@ -79,7 +79,14 @@ fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, data: &[
     ipv4(src, dst, 6, &l4)
 }
 
-fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, data: &[u8], with_sum: bool) -> Vec<u8> {
+fn udp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    data: &[u8],
+    with_sum: bool,
+) -> Vec<u8> {
     let mut l4 = Vec::new();
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
@@ -108,7 +115,14 @@ fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, reply: bool, id: u16, data: &[u8]) ->
 
 /// An ICMP error of `kind` from `src` to `dst` quoting the first
 /// `header + quote` bytes of `offending`.
-fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, offending: &[u8], quote: usize) -> Vec<u8> {
+fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: u8,
+    code: u8,
+    offending: &[u8],
+    quote: usize,
+) -> Vec<u8> {
     let hl = usize::from(offending[0] & 0x0f) * 4;
     let n = (hl + quote).min(offending.len());
     let mut l4 = vec![kind, code, 0, 0, 0, 0, 0, 0];
@@ -259,7 +273,12 @@ fn property_there_and_back_is_identity_on_the_inside() {
     for i in 0..5000 {
         now += rng.below(1000) as u64 * 1_000_000;
         let host = Ipv4Addr::new(192, 168, 252, 2 + rng.below(250) as u8);
-        let remote = Ipv4Addr::new(1 + rng.below(126) as u8, rng.next() as u8, rng.next() as u8, 1 + rng.below(250) as u8);
+        let remote = Ipv4Addr::new(
+            1 + rng.below(126) as u8,
+            rng.next() as u8,
+            rng.next() as u8,
+            1 + rng.below(250) as u8,
+        );
         let sp = 1 + rng.below(65535) as u16;
         let dp = 1 + rng.below(65535) as u16;
         let len = rng.below(64);
@@ -323,7 +342,11 @@ fn property_checksums_always_valid_after_rewriting() {
             // so that the checksum computes to zero on one side.
             let mut probe = udp(host, sp, REMOTE, 53, b"", true);
             assert_eq!(n.outbound(0, &mut probe), Verdict::Forward);
-            let (src, port) = if i % 3 == 1 { (EXT, sport(&probe)) } else { (host, sp) };
+            let (src, port) = if i % 3 == 1 {
+                (EXT, sport(&probe))
+            } else {
+                (host, sp)
+            };
             let p = udp(src, port, REMOTE, 53, &data, false);
             let c = l4_checksum(src, REMOTE, 17, l4(&p));
             let at = data.len() - 2;
@@ -342,7 +365,10 @@ fn property_checksums_always_valid_after_rewriting() {
             zero_after += 1;
         }
     }
-    assert!(zero_before > 1000 && zero_after > 1000, "{zero_before} {zero_after}");
+    assert!(
+        zero_before > 1000 && zero_after > 1000,
+        "{zero_before} {zero_after}"
+    );
     // TCP with random headers, odd lengths.
     for i in 0..5000u32 {
         let len = rng.below(100);
@@ -373,7 +399,11 @@ fn endpoint_independent_mapping_through_packets() {
     assert_eq!(n.outbound(0, &mut a), Verdict::Forward);
     assert_eq!(n.outbound(0, &mut b), Verdict::Forward);
     assert_eq!(n.outbound(0, &mut c), Verdict::Forward);
-    assert_eq!(sport(&a), sport(&b), "same internal endpoint, same external port");
+    assert_eq!(
+        sport(&a),
+        sport(&b),
+        "same internal endpoint, same external port"
+    );
     assert_eq!(n.table().stats().mappings, 2, "one per protocol");
     let mut d = udp(HOST2, 5000, REMOTE, 53, b"d", true);
     assert_eq!(n.outbound(0, &mut d), Verdict::Forward);
@@ -413,11 +443,20 @@ fn address_and_port_dependent_filtering_through_packets() {
 fn addressing_rules() {
     let mut n = nat(64);
     let mut to_self = udp(HOST, 5000, EXT, 53, b"", true);
-    assert_eq!(n.outbound(0, &mut to_self), Verdict::Drop(DropReason::ToSelf));
+    assert_eq!(
+        n.outbound(0, &mut to_self),
+        Verdict::Drop(DropReason::ToSelf)
+    );
     let mut foreign = udp(REMOTE2, 5000, REMOTE, 53, b"", true);
-    assert_eq!(n.outbound(0, &mut foreign), Verdict::Drop(DropReason::NotInternal));
+    assert_eq!(
+        n.outbound(0, &mut foreign),
+        Verdict::Drop(DropReason::NotInternal)
+    );
     let mut from_bridge = udp(INT_NET, 5000, REMOTE, 53, b"", true);
-    assert_eq!(n.outbound(0, &mut from_bridge), Verdict::Drop(DropReason::NotInternal));
+    assert_eq!(
+        n.outbound(0, &mut from_bridge),
+        Verdict::Drop(DropReason::NotInternal)
+    );
     for dst in [
         Ipv4Addr::new(192, 168, 252, 9),
         Ipv4Addr::BROADCAST,
@@ -426,21 +465,46 @@ fn addressing_rules() {
         Ipv4Addr::UNSPECIFIED,
     ] {
         let mut p = udp(HOST, 5000, dst, 53, b"", true);
-        assert_eq!(n.outbound(0, &mut p), Verdict::Drop(DropReason::Martian), "{dst}");
+        assert_eq!(
+            n.outbound(0, &mut p),
+            Verdict::Drop(DropReason::Martian),
+            "{dst}"
+        );
     }
     let mut not_ours = udp(REMOTE, 53, Ipv4Addr::new(10, 0, 0, 3), 5000, b"", true);
-    assert_eq!(n.inbound(0, &mut not_ours), Verdict::Drop(DropReason::NotForUs));
+    assert_eq!(
+        n.inbound(0, &mut not_ours),
+        Verdict::Drop(DropReason::NotForUs)
+    );
     let mut spoofed = udp(HOST2, 53, EXT, 5000, b"", true);
-    assert_eq!(n.inbound(0, &mut spoofed), Verdict::Drop(DropReason::Martian));
+    assert_eq!(
+        n.inbound(0, &mut spoofed),
+        Verdict::Drop(DropReason::Martian)
+    );
     let mut gre = ipv4(HOST, REMOTE, 47, &[0; 8]);
-    assert_eq!(n.outbound(0, &mut gre), Verdict::Drop(DropReason::Unsupported));
+    assert_eq!(
+        n.outbound(0, &mut gre),
+        Verdict::Drop(DropReason::Unsupported)
+    );
     let mut garbage = vec![0x45, 0, 0];
-    assert_eq!(n.outbound(0, &mut garbage), Verdict::Drop(DropReason::Malformed));
-    assert_eq!(n.inbound(0, &mut garbage), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        n.outbound(0, &mut garbage),
+        Verdict::Drop(DropReason::Malformed)
+    );
+    assert_eq!(
+        n.inbound(0, &mut garbage),
+        Verdict::Drop(DropReason::Malformed)
+    );
     let mut short_tcp = ipv4(HOST, REMOTE, 6, &[0; 19]);
-    assert_eq!(n.outbound(0, &mut short_tcp), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        n.outbound(0, &mut short_tcp),
+        Verdict::Drop(DropReason::Malformed)
+    );
     let mut timestamp = ipv4(HOST, REMOTE, 1, &[13, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(n.outbound(0, &mut timestamp), Verdict::Drop(DropReason::Unsupported));
+    assert_eq!(
+        n.outbound(0, &mut timestamp),
+        Verdict::Drop(DropReason::Unsupported)
+    );
     // A TCP packet other than a SYN opens nothing.
     let mut ack = tcp(HOST, 5000, REMOTE, 80, ACK, b"");
     assert_eq!(n.outbound(0, &mut ack), Verdict::Drop(DropReason::NoFlow));
@@ -471,7 +535,10 @@ fn ttl_expiry() {
     let orig = p.clone();
     assert_eq!(n.outbound(0, &mut p), Verdict::TimeExceeded);
     assert_eq!(p, orig, "untouched");
-    assert!(n.table().is_empty(), "no flow for a packet that goes nowhere");
+    assert!(
+        n.table().is_empty(),
+        "no flow for a packet that goes nowhere"
+    );
     assert_eq!(n.counters().time_exceeded, 1);
 
     // Inbound: only a packet of a flow learns about it.
@@ -484,7 +551,10 @@ fn ttl_expiry() {
     assert_eq!(back, orig);
     let mut stray = udp(REMOTE2, 53, EXT, sport(&ok), b"y", true);
     set_ttl(&mut stray, 1);
-    assert_eq!(n.inbound(0, &mut stray), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(
+        n.inbound(0, &mut stray),
+        Verdict::Drop(DropReason::NoMapping)
+    );
     set_ttl(&mut back, 0);
     assert_eq!(n.inbound(0, &mut back), Verdict::TimeExceeded);
     set_ttl(&mut back, 2);
@@ -494,7 +564,10 @@ fn ttl_expiry() {
     // ICMP errors never cause ICMP errors.
     let mut err = icmp_error(HOST, REMOTE, 3, 3, &reply_to(&ok, b""), 8);
     set_ttl(&mut err, 1);
-    assert_eq!(n.outbound(0, &mut err), Verdict::Drop(DropReason::TtlExpired));
+    assert_eq!(
+        n.outbound(0, &mut err),
+        Verdict::Drop(DropReason::TtlExpired)
+    );
 }
 
 fn set_ttl(p: &mut [u8], ttl: u8) {
@@ -544,7 +617,11 @@ fn icmp_echo_round_trip() {
     assert_eq!(n.outbound(0, &mut a), Verdict::Forward);
     assert_eq!(n.outbound(0, &mut b), Verdict::Forward);
     assert!(checksums_valid(&a) && checksums_valid(&b));
-    assert_ne!(icmp_id(&a), icmp_id(&b), "same id from two hosts: two external ids");
+    assert_ne!(
+        icmp_id(&a),
+        icmp_id(&b),
+        "same id from two hosts: two external ids"
+    );
     let mut ra = reply_to(&a, b"ping");
     let mut rb = reply_to(&b, b"ping");
     assert_eq!(n.inbound(0, &mut rb), Verdict::Forward);
@@ -554,7 +631,10 @@ fn icmp_echo_round_trip() {
     assert!(checksums_valid(&ra) && checksums_valid(&rb));
     // ICMP flows last 30 s.
     let mut late = reply_to(&a, b"late");
-    assert_eq!(n.inbound(30 * S, &mut late), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(
+        n.inbound(30 * S, &mut late),
+        Verdict::Drop(DropReason::NoMapping)
+    );
     assert_eq!(n.table().stats().active[Protocol::Icmp.index()], 1);
 }
 
@@ -584,7 +664,12 @@ fn inbound_icmp_errors_are_translated_back() {
         n.table().flow(id).unwrap().expires_s
     };
     let deadline = expires(&n);
-    for (kind, code, from, quote) in [(11, 0, ROUTER, 8), (3, 3, REMOTE, 8), (3, 4, ROUTER, 100), (12, 0, ROUTER, 8)] {
+    for (kind, code, from, quote) in [
+        (11, 0, ROUTER, 8),
+        (3, 3, REMOTE, 8),
+        (3, 4, ROUTER, 100),
+        (12, 0, ROUTER, 8),
+    ] {
         let mut err = icmp_error(from, EXT, kind, code, &out, quote);
         assert!(checksums_valid(&err));
         assert_eq!(n.inbound(10 * S, &mut err), Verdict::Forward, "type {kind}");
@@ -640,9 +725,15 @@ fn inbound_icmp_errors_are_translated_back() {
     let mut err = icmp_error(REMOTE, EXT, 3, 3, &out, 8);
     let last = err.len() - 1;
     err[last] ^= 1;
-    assert_eq!(n.inbound(0, &mut err), Verdict::Drop(DropReason::BadChecksum));
+    assert_eq!(
+        n.inbound(0, &mut err),
+        Verdict::Drop(DropReason::BadChecksum)
+    );
     let mut err = icmp_error(REMOTE, EXT, 5, 0, &out, 8);
-    assert_eq!(n.inbound(0, &mut err), Verdict::Drop(DropReason::Unsupported));
+    assert_eq!(
+        n.inbound(0, &mut err),
+        Verdict::Drop(DropReason::Unsupported)
+    );
     let mut err = icmp_error(REMOTE, EXT, 3, 3, &out, 4);
     assert_eq!(n.inbound(0, &mut err), Verdict::Drop(DropReason::Malformed));
 }
@@ -654,7 +745,8 @@ fn inbound_icmp_errors_are_translated_back() {
 fn outbound_icmp_errors_are_translated() {
     let mut n = nat(64);
     let client = REMOTE2;
-    n.insert_static(0, Protocol::Udp, 7000, client, HOST, 53).unwrap();
+    n.insert_static(0, Protocol::Udp, 7000, client, HOST, 53)
+        .unwrap();
     let sent = udp(client, 4444, EXT, 7000, b"question", true);
     let mut inside = sent.clone();
     assert_eq!(n.inbound(0, &mut inside), Verdict::Forward);
@@ -673,7 +765,10 @@ fn outbound_icmp_errors_are_translated() {
     // Unknown flows are dropped.
     let stray = udp(client, 4445, HOST, 53, b"", true);
     let mut err = icmp_error(HOST, client, 3, 3, &stray, 8);
-    assert_eq!(n.outbound(S, &mut err), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(
+        n.outbound(S, &mut err),
+        Verdict::Drop(DropReason::NoMapping)
+    );
 }
 
 #[test]
@@ -683,7 +778,11 @@ fn fragments_follow_their_first_fragment() {
     let payload: Vec<u8> = (0..992u32).map(|i| (i * 7) as u8).collect();
     let whole = udp(HOST, 5000, REMOTE, 53, &payload, true);
     let datagram = &whole[20..];
-    let pieces = [(0usize, 400usize, true), (400, 400, true), (800, 200, false)];
+    let pieces = [
+        (0usize, 400usize, true),
+        (400, 400, true),
+        (800, 200, false),
+    ];
     let frag = |off: usize, len: usize, mf: bool, src: Ipv4Addr, dst: Ipv4Addr, data: &[u8]| {
         let mut p = ipv4(src, dst, 17, &data[off..off + len]);
         set_frag(&mut p, false, mf, off as u16);
@@ -693,7 +792,10 @@ fn fragments_follow_their_first_fragment() {
     // The first fragment must come first: a later one alone is dropped.
     let (off, len, mf) = pieces[1];
     let mut early = frag(off, len, mf, HOST, REMOTE, datagram);
-    assert_eq!(n.outbound(0, &mut early), Verdict::Drop(DropReason::FragmentNoFirst));
+    assert_eq!(
+        n.outbound(0, &mut early),
+        Verdict::Drop(DropReason::FragmentNoFirst)
+    );
     for (off, len, mf) in pieces {
         let mut p = frag(off, len, mf, HOST, REMOTE, datagram);
         assert_eq!(n.outbound(0, &mut p), Verdict::Forward, "fragment at {off}");
@@ -711,7 +813,10 @@ fn fragments_follow_their_first_fragment() {
     let whole = udp(REMOTE, 53, EXT, ext_port, &answer, true);
     let datagram = whole[20..].to_vec();
     let mut back = vec![Vec::new(); 3];
-    for (i, (off, len, mf)) in [(0, 600, true), (1000, 200, false), (600, 400, true)].into_iter().enumerate() {
+    for (i, (off, len, mf)) in [(0, 600, true), (1000, 200, false), (600, 400, true)]
+        .into_iter()
+        .enumerate()
+    {
         let mut p = frag(off, len, mf, REMOTE, EXT, &datagram);
         assert_eq!(n.inbound(0, &mut p), Verdict::Forward);
         assert_eq!(dst_of(&p), HOST);
@@ -725,25 +830,43 @@ fn fragments_follow_their_first_fragment() {
 
     // Fragments from an unrelated remote, or too late, are dropped.
     let mut stray = frag(600, 400, true, REMOTE2, EXT, &datagram);
-    assert_eq!(n.inbound(0, &mut stray), Verdict::Drop(DropReason::FragmentNoFirst));
+    assert_eq!(
+        n.inbound(0, &mut stray),
+        Verdict::Drop(DropReason::FragmentNoFirst)
+    );
     let mut late = frag(600, 400, true, REMOTE, EXT, &datagram);
-    assert_eq!(n.inbound(11 * S, &mut late), Verdict::Drop(DropReason::FragmentNoFirst));
+    assert_eq!(
+        n.inbound(11 * S, &mut late),
+        Verdict::Drop(DropReason::FragmentNoFirst)
+    );
     assert_eq!(n.counters().dropped(DropReason::FragmentNoFirst), 3);
     // An unsolicited first fragment creates nothing.
     let mut first = frag(0, 600, true, REMOTE2, EXT, &datagram);
-    assert_eq!(n.inbound(0, &mut first), Verdict::Drop(DropReason::Filtered));
+    assert_eq!(
+        n.inbound(0, &mut first),
+        Verdict::Drop(DropReason::Filtered)
+    );
     let mut second = frag(600, 400, true, REMOTE2, EXT, &datagram);
-    assert_eq!(n.inbound(0, &mut second), Verdict::Drop(DropReason::FragmentNoFirst));
+    assert_eq!(
+        n.inbound(0, &mut second),
+        Verdict::Drop(DropReason::FragmentNoFirst)
+    );
 
     // RFC 1858: a TCP fragment at offset 8 is refused; so is a first
     // fragment too short for the ports.
     let t = tcp(HOST, 6000, REMOTE, 80, SYN, &[0; 40]);
     let mut tiny = ipv4(HOST, REMOTE, 6, &t[20..28]);
     set_frag(&mut tiny, false, true, 0);
-    assert_eq!(n.outbound(0, &mut tiny), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        n.outbound(0, &mut tiny),
+        Verdict::Drop(DropReason::Malformed)
+    );
     let mut overlap = ipv4(HOST, REMOTE, 6, &t[28..60]);
     set_frag(&mut overlap, false, false, 8);
-    assert_eq!(n.outbound(0, &mut overlap), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        n.outbound(0, &mut overlap),
+        Verdict::Drop(DropReason::Malformed)
+    );
 }
 
 #[test]
@@ -769,7 +892,10 @@ fn table_full_through_packets() {
     }
     // Flow 65 is refused, and counted.
     let mut syn = tcp(HOST2, 30_000, REMOTE, 443, SYN, b"");
-    assert_eq!(n.outbound(S, &mut syn), Verdict::Drop(DropReason::TableFull));
+    assert_eq!(
+        n.outbound(S, &mut syn),
+        Verdict::Drop(DropReason::TableFull)
+    );
     assert_eq!(n.counters().dropped(DropReason::TableFull), 1);
     assert_eq!(n.table().stats().refused_full, 1);
     // The 64 keep working.
@@ -783,10 +909,17 @@ fn table_full_through_packets() {
     // Once the UDP flows have expired, new flows take their places.
     for i in 0..4u16 {
         let mut syn = tcp(HOST2, 30_000 + i, REMOTE, 443, SYN, b"");
-        assert_eq!(n.outbound(200 * S, &mut syn), Verdict::Forward, "new flow {i}");
+        assert_eq!(
+            n.outbound(200 * S, &mut syn),
+            Verdict::Forward,
+            "new flow {i}"
+        );
     }
     let mut syn = tcp(HOST2, 30_010, REMOTE, 443, SYN, b"");
-    assert_eq!(n.outbound(200 * S, &mut syn), Verdict::Drop(DropReason::TableFull));
+    assert_eq!(
+        n.outbound(200 * S, &mut syn),
+        Verdict::Drop(DropReason::TableFull)
+    );
     assert_eq!(n.table().len(), 64);
 }
 
@@ -799,31 +932,53 @@ fn tcp_closing_through_packets() {
     let mut rst = tcp(REMOTE, 80, EXT, p, RST | ACK, b"");
     assert_eq!(n.inbound(S, &mut rst), Verdict::Forward);
     // 10 s after the RST, the flow is gone.
-    assert!(n.table().peek_inbound(10 * S, &InboundKey {
-        protocol: Protocol::Tcp,
-        ext_port: p,
-        remote_addr: REMOTE,
-        remote_port: 80,
-    }).is_some());
+    assert!(n
+        .table()
+        .peek_inbound(
+            10 * S,
+            &InboundKey {
+                protocol: Protocol::Tcp,
+                ext_port: p,
+                remote_addr: REMOTE,
+                remote_port: 80,
+            }
+        )
+        .is_some());
     let mut late = tcp(REMOTE, 80, EXT, p, ACK, b"");
-    assert_eq!(n.inbound(11 * S, &mut late), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(
+        n.inbound(11 * S, &mut late),
+        Verdict::Drop(DropReason::NoMapping)
+    );
     // FIN both ways: TIME_WAIT for 120 s.
     let mut syn = tcp(HOST, 5556, REMOTE, 80, SYN, b"");
     assert_eq!(n.outbound(100 * S, &mut syn), Verdict::Forward);
     let p = sport(&syn);
-    for (out, flags) in [(false, SYN | ACK), (true, ACK), (true, FIN | ACK), (false, FIN | ACK), (true, ACK)] {
+    for (out, flags) in [
+        (false, SYN | ACK),
+        (true, ACK),
+        (true, FIN | ACK),
+        (false, FIN | ACK),
+        (true, ACK),
+    ] {
         let mut pk = if out {
             tcp(HOST, 5556, REMOTE, 80, flags, b"")
         } else {
             tcp(REMOTE, 80, EXT, p, flags, b"")
         };
-        let v = if out { n.outbound(100 * S, &mut pk) } else { n.inbound(100 * S, &mut pk) };
+        let v = if out {
+            n.outbound(100 * S, &mut pk)
+        } else {
+            n.inbound(100 * S, &mut pk)
+        };
         assert_eq!(v, Verdict::Forward);
     }
     let mut ack = tcp(REMOTE, 80, EXT, p, ACK, b"");
     assert_eq!(n.inbound(219 * S, &mut ack), Verdict::Forward);
     let mut ack = tcp(REMOTE, 80, EXT, p, ACK, b"");
-    assert_eq!(n.inbound(339 * S, &mut ack), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(
+        n.inbound(339 * S, &mut ack),
+        Verdict::Drop(DropReason::NoMapping)
+    );
 }
 
 /// The gatekeeper rule hook: a static mapping lets one client in; its
@@ -838,9 +993,13 @@ fn static_rule_round_trip_and_removal() {
         Err(StaticError::Unsupported),
         "the internal endpoint must be inside"
     );
-    n.insert_static(0, Protocol::Tcp, 8022, client, HOST, 22).unwrap();
+    n.insert_static(0, Protocol::Tcp, 8022, client, HOST, 22)
+        .unwrap();
     let mut intruder = tcp(REMOTE, 1234, EXT, 8022, SYN, b"");
-    assert_eq!(n.inbound(0, &mut intruder), Verdict::Drop(DropReason::Filtered));
+    assert_eq!(
+        n.inbound(0, &mut intruder),
+        Verdict::Drop(DropReason::Filtered)
+    );
     let mut syn = tcp(client, 1234, EXT, 8022, SYN, b"");
     assert_eq!(n.inbound(0, &mut syn), Verdict::Forward);
     assert_eq!((dst_of(&syn), dport(&syn)), (HOST, 22));
@@ -954,7 +1113,7 @@ fn fused_adjust_matches_checksum_update() {
         let c = naive_checksum(&h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         let new = Ipv4Addr::from(rng.next() as u32);
-        let src = rng.next() % 2 == 0;
+        let src = rng.next().is_multiple_of(2);
         rewrite_ip(&mut h, src, if src { HOST } else { REMOTE }, new);
         assert_eq!(if src { src_of(&h) } else { dst_of(&h) }, new);
         assert!(naive_verify(&h));
