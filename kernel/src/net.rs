@@ -10,6 +10,7 @@ use core::net::Ipv4Addr;
 use pih_control::config::{Config, Role};
 use pih_drivers::netfront_xs::{self, Rings, Vif, VifPlatform};
 use pih_nat::host::{Disposition, Interface, Ipv4Cidr, Transmit};
+use pih_nat::icmp_reply::{self, IcmpErrorKind};
 use pih_nat::translate::{DropReason, Nat, NatConfig, Verdict};
 use pih_nat::wire::EthernetAddress;
 use pih_xen::grant_table::{GrantError, GrantRef, GrantTable};
@@ -102,6 +103,8 @@ pub struct Net {
     refused_logged: (u64, u64),
     /// Packets the kernel could not hand to the next vif.
     pub forward_failed: u64,
+    /// IPv4 identification of the ICMP errors the bridge originates.
+    icmp_ident: u16,
 }
 
 /// A seed for the translation table's hash keys and port choice: the TSC
@@ -147,7 +150,7 @@ impl Net {
         nat_config.table.static_capacity = config.rules as usize;
         let nat = Nat::new(&nat_config, seed()).map_err(|_| "translation table configuration refused")?;
         info!("nat: translation table for {} flows ready", nat.table().capacity());
-        Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0 })
+        Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0, icmp_ident: 0 })
     }
 
     /// Finds the vifs in xenstore and starts following them; also watches
@@ -307,10 +310,20 @@ impl Net {
             // nothing to forward.
             _ => return,
         };
-        match verdict {
-            Verdict::Forward => self.send(now, to, packet),
+        let error = match verdict {
+            Verdict::Forward => return self.send(now, to, packet),
             // Silently, as a NAT must; counted by the translator.
-            Verdict::Drop(_) | Verdict::TimeExceeded | Verdict::NeedFrag { .. } => {}
+            Verdict::Drop(_) => return,
+            Verdict::TimeExceeded => IcmpErrorKind::TimeExceeded,
+            Verdict::NeedFrag { mtu } => IcmpErrorKind::FragmentationNeeded { mtu },
+        };
+        // The sender hears about it from the bridge's address on its side.
+        let src = self.vifs[from].iface.ip();
+        self.icmp_ident = self.icmp_ident.wrapping_add(1);
+        let mut reply = [0u8; 128];
+        let n = icmp_reply::emit(&mut reply, src, self.icmp_ident, error, packet);
+        if n > 0 {
+            self.send(now, from, &reply[..n]);
         }
     }
 

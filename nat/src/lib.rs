@@ -41,6 +41,7 @@ extern crate alloc;
 
 pub mod checksum;
 pub mod fragment;
+pub mod icmp_reply;
 pub mod host;
 pub mod neighbor;
 pub mod table;
