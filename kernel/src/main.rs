@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod heap;
 mod lifecycle;
+mod mgmt;
 mod net;
 mod xenstore_env;
 
