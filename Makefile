@@ -10,9 +10,13 @@ CARGO_KERNEL = RUSTC_BOOTSTRAP=1 cargo build -p pih-kernel \
 	--target $(TARGET_SPEC) -Zbuild-std=core,alloc \
 	-Zbuild-std-features=compiler-builtins-mem -Zjson-target-spec \
 	$(if $(filter release,$(PROFILE)),--release,)
+# Host tools that go into the dom0 initramfs (mkinitramfs.sh installs
+# every file of build/tools/ into dom0's /usr/local/bin).
+TOOLS       := flowgen
+TOOLS_SRC    = $${CARGO_TARGET_DIR:-target}/release
 T ?=
 
-.PHONY: help setup kernel run test host-test xen-test fuzz clean
+.PHONY: help setup kernel tools run test host-test xen-test fuzz clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -26,7 +30,13 @@ kernel: setup ## build the unikernel ELF at build/pih-bridge (default)
 	@cp $(KERNEL_SRC) $(KERNEL)
 	@printf 'kernel: %s, %s bytes\n' $(KERNEL) "$$(stat -c %s $(KERNEL))"
 
-run: kernel ## boot Xen in QEMU with br0/br1 and the bridge; leaves you at a dom0 shell
+tools: ## build the dom0 test tools (flowgen) into build/tools/
+	cargo build --release $(addprefix -p ,$(TOOLS))
+	@mkdir -p build/tools
+	@for t in $(TOOLS); do cp "$(TOOLS_SRC)/$$t" build/tools/ || exit 1; done
+	@printf 'tools: %s\n' "$$(cd build/tools && echo $(TOOLS))"
+
+run: kernel tools ## boot Xen in QEMU with br0/br1 and the bridge; leaves you at a dom0 shell
 	tests/xen/run.sh run
 
 test: host-test xen-test ## everything: host unit tests, then the Xen-in-QEMU scenarios
@@ -34,7 +44,7 @@ test: host-test xen-test ## everything: host unit tests, then the Xen-in-QEMU sc
 host-test: setup ## cargo test of the platform-independent crates
 	cargo test --workspace
 
-xen-test: kernel ## Xen-in-QEMU scenarios (all, or one with T=<name>); V=1 streams the console
+xen-test: kernel tools ## Xen-in-QEMU scenarios (all, or one with T=<name>); V=1 streams the console
 	PIH_QUIET=$(if $(V),0,1) tests/xen/run.sh test $(T)
 
 fuzz: ## run every fuzz target for FUZZ_SECONDS (default 60) each

@@ -12,6 +12,9 @@ XEN_VER=4.17
 XEN_LIBEXEC=/usr/lib/xen-$XEN_VER/bin
 BUILD_DIR=${PIH_BUILD_DIR:-$REPO/build/xen-test}   # logs, initrds
 KERNEL=${KERNEL:-$REPO/build/pih-bridge}
+# Host-built test tools (`make tools`: flowgen); every file here goes into
+# dom0's /usr/local/bin.
+TOOLS_DIR=${PIH_TOOLS_DIR:-$REPO/build/tools}
 
 # cache_lock: serialise writers of $PIH_CACHE (parallel runs).
 cache_lock() {

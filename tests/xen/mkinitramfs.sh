@@ -7,8 +7,10 @@
 #   base     busybox, bash, iproute2, Xen tools, libraries, kernel modules;
 #            cached in $PIH_CACHE, rebuilt only when the packages or this
 #            script change.
-#   overlay  /init, the scenarios, /pih/pih-bridge (KERNEL_ELF) and
-#            /pih/pih-bridge.xl; rebuilt every time (fast).
+#   overlay  /init, the scenarios, /pih/pih-bridge (KERNEL_ELF),
+#            /pih/pih-bridge.xl and the host-built test tools of
+#            $TOOLS_DIR (build/tools: flowgen) in /usr/local/bin; rebuilt
+#            every time (fast).
 # MODE (test|run, default test) is the default for pih.mode= when the dom0
 # kernel command line has none.
 # KERNEL_ELF may be "none" (harness development only): then /pih has only
@@ -119,6 +121,9 @@ build_base() {
   printf 'root:x:0:\n' > "$stage/etc/group"
   echo dom0 > "$stage/etc/hostname"
 
+  # Names of the files in the base, so tools in the overlay can be checked
+  # for libraries the base lacks.
+  find "$stage" \( -type f -o -type l \) -printf '%f\n' | sort -u > "$BASE.names"
   mkcpio "$stage" "$BASE.tmp"
   mv "$BASE.tmp" "$BASE"
   echo "$BASE_KEY" > "$BASE.key"
@@ -144,6 +149,7 @@ build_overlay() {
   if [ "$KELF" != none ]; then
     install -m 755 "$KELF" "$stage/pih/pih-bridge"
   fi
+  install_tools "$stage"
   # The shipped config, with the kernel path of this initramfs.
   sed 's|^\([[:space:]]*kernel[[:space:]]*=\).*$|\1 "/pih/pih-bridge"|' "$XL_CFG" > "$stage/pih/pih-bridge.xl"
   grep -q '^kernel = "/pih/pih-bridge"$' "$stage/pih/pih-bridge.xl" \
@@ -156,9 +162,33 @@ alias ll='ls -l'
 EOP
 }
 
+# install_tools STAGE: every file of $TOOLS_DIR into /usr/local/bin, after
+# checking that the base has each shared library it needs (the tools are
+# built on the host against Debian 12's glibc, which dom0 also has).
+install_tools() {
+  local stage=$1 t lib n=0
+  if [ ! -d "$TOOLS_DIR" ]; then
+    log "warning: no $TOOLS_DIR (make tools): scenarios that need flowgen will fail"
+    return 0
+  fi
+  mkdir -p "$stage/usr/local/bin"
+  for t in "$TOOLS_DIR"/*; do
+    [ -f "$t" ] || continue
+    while read -r lib; do
+      grep -qxF "$lib" "$BASE.names" \
+        || die "tool ${t##*/} needs $lib, which the dom0 base lacks (add it to DOM0_BINS in common.sh)"
+    done < <(readelf -d "$t" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+    install -m 755 "$t" "$stage/usr/local/bin/"
+    n=$((n + 1))
+  done
+  [ -x "$TOOLS_DIR/flowgen" ] || log "warning: no $TOOLS_DIR/flowgen (make tools): scenarios that need it will fail"
+  log "tools: $n from $TOOLS_DIR"
+}
+
 main() {
   cache_lock
-  if [ ! -f "$BASE" ] || [ "$(cat "$BASE.key" 2>/dev/null)" != "$BASE_KEY" ]; then
+  if [ ! -f "$BASE" ] || [ ! -f "$BASE.names" ] \
+     || [ "$(cat "$BASE.key" 2>/dev/null)" != "$BASE_KEY" ]; then
     log "building base initramfs"
     build_base
   fi
