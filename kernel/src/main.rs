@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+mod api;
 mod heap;
 mod lifecycle;
 mod mgmt;
@@ -101,8 +102,8 @@ pub extern "C" fn pih_main(start_info_paddr: u64) -> ! {
         (None, _) => power_off_with(format_args!("config: command line is not valid UTF-8")),
         (Some(c), false) => c,
     };
-    let config = match Config::parse(cmdline) {
-        Ok(c) => c,
+    let config: &'static Config = match Config::parse(cmdline) {
+        Ok(c) => alloc::boxed::Box::leak(alloc::boxed::Box::new(c)),
         Err(e) => power_off_with(format_args!("{e}")),
     };
     log::set_level(match config.log_level {
@@ -122,14 +123,14 @@ pub extern "C" fn pih_main(start_info_paddr: u64) -> ! {
         boot.ram_bytes() >> 20,
         heap.len() >> 10,
     );
-    print_config(&config);
-    lifecycle::report_vifs(&mut xs, &config);
+    print_config(config);
+    lifecycle::report_vifs(&mut xs, config);
 
     let gnt = match pih_xen::grant_table::init() {
         Ok(g) => g,
         Err(e) => power_off_with(format_args!("grant table: cannot set up: {e}")),
     };
-    let net = match net::Net::new(gnt, &config) {
+    let net = match net::Net::new(gnt, config) {
         Ok(n) => n,
         Err(e) => power_off_with(format_args!("nat: {e}")),
     };

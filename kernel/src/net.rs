@@ -16,6 +16,8 @@ use pih_nat::wire::EthernetAddress;
 use pih_xen::grant_table::{GrantError, GrantRef, GrantTable};
 use pih_xen::{events, info, warn};
 
+use crate::api::{self, ApiService, NatGateway};
+use crate::mgmt::Mgmt;
 use crate::xenstore_env::Xs;
 
 const PAGE: Layout = match Layout::from_size_align(4096, 4096) {
@@ -94,6 +96,7 @@ impl NetVif {
 /// Indices into `Net::vifs` (built in role order).
 const EXT: usize = 0;
 const INT: usize = 1;
+const MGMT: usize = 2;
 
 pub struct Net {
     gnt: GrantTable,
@@ -105,6 +108,10 @@ pub struct Net {
     pub forward_failed: u64,
     /// IPv4 identification of the ICMP errors the bridge originates.
     icmp_ident: u16,
+    /// The TCP/IP stack of the management vif, once it has connected.
+    mgmt: Option<Mgmt>,
+    api: Box<ApiService>,
+    api_port: u16,
 }
 
 /// A seed for the translation table's hash keys and port choice: the TSC
@@ -122,6 +129,17 @@ fn seed() -> [u64; 4] {
     [mix(a), mix(b), mix(a ^ b.rotate_left(17)), mix(a.wrapping_mul(b | 1))]
 }
 
+/// Counters of every connected vif, for `GET /stats`.
+fn vif_stats(vifs: &[Box<NetVif>]) -> heapless::Vec<pih_control::api::VifStats, 4> {
+    let mut out = heapless::Vec::new();
+    for nv in vifs {
+        if let Some(c) = nv.vif.as_ref().and_then(|v| v.conn.as_ref()) {
+            let _ = out.push(api::vif_stats(nv.devid, nv.role, &c.rings.counters()));
+        }
+    }
+    out
+}
+
 fn role_name(r: Role) -> &'static str {
     match r {
         Role::External => "external",
@@ -131,7 +149,7 @@ fn role_name(r: Role) -> &'static str {
 }
 
 impl Net {
-    pub fn new(gnt: GrantTable, config: &Config) -> Result<Net, &'static str> {
+    pub fn new(gnt: GrantTable, config: &'static Config) -> Result<Net, &'static str> {
         let mut vifs = Vec::new();
         for role in [Role::External, Role::Internal, Role::Management] {
             let c = config.cidr(role);
@@ -150,7 +168,8 @@ impl Net {
         nat_config.table.static_capacity = config.rules as usize;
         let nat = Nat::new(&nat_config, seed()).map_err(|_| "translation table configuration refused")?;
         info!("nat: translation table for {} flows ready", nat.table().capacity());
-        Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0, icmp_ident: 0 })
+        Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0, icmp_ident: 0,
+            mgmt: None, api: Box::new(ApiService::new(config)), api_port: config.port })
     }
 
     /// Finds the vifs in xenstore and starts following them; also watches
@@ -203,6 +222,13 @@ impl Net {
         match vif.on_backend_change(xs, &mut plat) {
             Ok(true) => {
                 info!("net: {} grants active, vif {} reconnects {}", plat.gnt.active(), nv.devid, vif.reconnects);
+                if nv.role == Role::Management && self.mgmt.is_none() {
+                    if let Some(conn) = vif.conn.as_mut() {
+                        let c = nv.iface.cidr();
+                        self.mgmt = Some(Mgmt::new(vif.mac, c.addr(), c.prefix_len(), self.api_port, &mut conn.rings, pih_xen::clock::uptime_ns()));
+                        info!("mgmt: API on {}:{} (tcp)", c.addr(), self.api_port);
+                    }
+                }
                 if let Some(conn) = vif.conn.as_mut() {
                     let notify = conn.rings.fill_rx();
                     let port = conn.port;
@@ -266,17 +292,37 @@ impl Net {
                 });
                 notify |= p.notify;
                 if p.delivered > 0 {
-                    let d = nv.iface.process(now, &frame[..len], &mut RingTx(rings));
-                    self.dispatch(now, i, d, &mut frame[..len]);
+                    if i == MGMT && self.mgmt.is_some() {
+                        let stats = vif_stats(&self.vifs);
+                        let nv = &mut *self.vifs[i];
+                        if let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) {
+                            let gw = NatGateway { nat: &mut self.nat, vifs: &stats };
+                            m.poll(now, Some(&frame[..len]), rings, &mut self.api.with(gw));
+                        }
+                    } else {
+                        let d = nv.iface.process(now, &frame[..len], &mut RingTx(rings));
+                        self.dispatch(now, i, d, &mut frame[..len]);
+                    }
                 }
                 if !p.more {
                     break;
                 }
                 more = true;
             }
-            let nv = &mut *self.vifs[i];
-            if let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) {
-                nv.iface.poll(now, &mut RingTx(rings));
+            if i == MGMT && self.mgmt.is_some() {
+                // Timers of the TCP stack (retransmissions, idle connections).
+                let stats = vif_stats(&self.vifs);
+                let nv = &mut *self.vifs[i];
+                if let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) {
+                    let mut gw = NatGateway { nat: &mut self.nat, vifs: &stats };
+                    self.api.expire(&mut gw);
+                    m.poll(now, None, rings, &mut self.api.with(gw));
+                }
+            } else {
+                let nv = &mut *self.vifs[i];
+                if let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) {
+                    nv.iface.poll(now, &mut RingTx(rings));
+                }
             }
             self.flush(i, notify);
         }

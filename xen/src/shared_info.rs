@@ -69,6 +69,27 @@ pub fn time_record() -> TimeRecord {
     }
 }
 
+const WC_VERSION_OFFSET: usize = EVTCHN_MASK_OFFSET + 64 * 8;
+
+/// Seconds of the Unix wall clock at Xen system time 0 (xen.h: wc_sec;
+/// the toolstack sets it from dom0's clock). Add system time to get now.
+pub fn wallclock_base_s() -> u64 {
+    // SAFETY: wc_version, wc_sec, wc_nsec are u32 fields at these offsets
+    // of the mapped page; the version protocol guards concurrent updates.
+    unsafe {
+        let w = base().add(WC_VERSION_OFFSET);
+        loop {
+            let v = core::ptr::read_volatile(w as *const u32);
+            core::sync::atomic::fence(Ordering::Acquire);
+            let sec = core::ptr::read_volatile(w.add(4) as *const u32);
+            core::sync::atomic::fence(Ordering::Acquire);
+            if v & 1 == 0 && core::ptr::read_volatile(w as *const u32) == v {
+                return u64::from(sec);
+            }
+        }
+    }
+}
+
 fn bitmap_word(offset: usize, port: u32) -> &'static AtomicU64 {
     assert!(port < MAX_PORTS);
     // SAFETY: the word lies inside the mapped shared info page and is only
