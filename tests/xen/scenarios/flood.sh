@@ -11,9 +11,9 @@ done
 for role in ext int mgmt; do
   addr=$(bridge_addr "$role")
   ping_ok "$role" "$addr" || ping_ok "$role" "$addr" || fail "$role: $addr does not answer a single ping"
-  start=$(date +%s.%N)
+  start=$(ts)
   out=$(host_exec "$role" /usr/bin/ping -f -c 10000 -W 1 "$addr" 2>&1) || true
-  end=$(date +%s.%N)
+  end=$(ts)
   stats=$(printf '%s\n' "$out" | grep -E 'packets transmitted')
   rate=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", 10000 / (b - a) }')
   note "$role $addr: $stats; ${rate} pkt/s"
