@@ -12,7 +12,7 @@ CARGO_KERNEL = RUSTC_BOOTSTRAP=1 cargo build -p pih-kernel \
 	$(if $(filter release,$(PROFILE)),--release,)
 # Host tools that go into the dom0 initramfs (mkinitramfs.sh installs
 # every file of build/tools/ into dom0's /usr/local/bin).
-TOOLS       := flowgen
+TOOLS       := flowgen pihctl
 TOOLS_SRC    = $${CARGO_TARGET_DIR:-target}/release
 T ?=
 
@@ -30,7 +30,7 @@ kernel: setup ## build the unikernel ELF at build/pih-bridge (default)
 	@cp $(KERNEL_SRC) $(KERNEL)
 	@printf 'kernel: %s, %s bytes\n' $(KERNEL) "$$(stat -c %s $(KERNEL))"
 
-tools: ## build the dom0 test tools (flowgen) into build/tools/
+tools: ## build the dom0 tools (flowgen, pihctl) into build/tools/
 	cargo build --release $(addprefix -p ,$(TOOLS))
 	@mkdir -p build/tools
 	@for t in $(TOOLS); do cp "$(TOOLS_SRC)/$$t" build/tools/ || exit 1; done
