@@ -53,4 +53,9 @@ note "new connection after remove: $(summary "$out")"
 [ "$(field refused "$(summary "$out")")" = 0 ] || fail "a new connection after remove got an RST"
 list=$(host_exec mgmt pihctl --bridge "$BR" --json list)
 note "rules now: $list"
+printf '%s\n' "$list" | grep -q '"total":0' || fail "the rule is still listed after remove: $list"
+stats=$(host_exec mgmt pihctl --bridge "$BR" --json stats) || fail "pihctl stats failed: $stats"
+note "stats: $stats"
+printf '%s\n' "$stats" | grep -q '"flows_removed":[1-9]' || fail "stats do not count the flows removed with the rule: $stats"
+host_exec mgmt pihctl --bridge "$BR" stats >/dev/null || fail "pihctl stats (table output) failed"
 true
