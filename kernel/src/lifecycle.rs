@@ -8,7 +8,7 @@ use pih_boot::cpu;
 use pih_control::config::{Config, Role};
 use pih_xen::{clock, events, hvm, info, log, sched, warn};
 
-use crate::net::Net;
+use crate::net::{role_name, Net};
 use crate::xenstore_env::Xs;
 
 const SHUTDOWN_PATH: &str = "control/shutdown";
@@ -17,15 +17,6 @@ const SHUTDOWN_TOKEN: &str = "shutdown";
 const TICK_NS: u64 = 1_000_000_000;
 /// How often the per-vif counters go to the log.
 const REPORT_NS: u64 = 600_000_000_000;
-
-fn role_name(role: Option<Role>) -> &'static str {
-    match role {
-        Some(Role::External) => "external",
-        Some(Role::Internal) => "internal",
-        Some(Role::Management) => "management",
-        None => "unused",
-    }
-}
 
 /// Lists `device/vif/*` with the role each devid plays.
 pub fn report_vifs(xs: &mut Xs, config: &Config) {
@@ -41,7 +32,7 @@ pub fn report_vifs(xs: &mut Xs, config: &Config) {
     let mut list = String::new();
     for id in &ids {
         let mac = xs.read(&alloc::format!("device/vif/{id}/mac")).unwrap_or_default();
-        let role = role_name(config.roles.role_of(*id));
+        let role = config.roles.role_of(*id).map_or("unused", role_name);
         if !list.is_empty() {
             list.push_str(", ");
         }
@@ -51,7 +42,7 @@ pub fn report_vifs(xs: &mut Xs, config: &Config) {
     for role in [Role::External, Role::Internal, Role::Management] {
         let devid = config.roles.devid(role);
         if !ids.contains(&devid) {
-            warn!("vifs: no vif {devid} for the {} role", role_name(Some(role)));
+            warn!("vifs: no vif {devid} for the {} role", role_name(role));
         }
     }
 }

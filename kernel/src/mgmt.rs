@@ -183,9 +183,4 @@ impl Mgmt {
             self.iface.poll(instant(now_ns), &mut dev, &mut self.sockets);
         }
     }
-
-    /// When the stack next needs `poll` without a frame (retransmissions).
-    pub fn poll_at(&mut self, now_ns: u64) -> Option<u64> {
-        self.iface.poll_delay(instant(now_ns), &self.sockets).map(|d| now_ns + d.total_micros() * 1000)
-    }
 }

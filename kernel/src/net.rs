@@ -140,7 +140,7 @@ fn vif_stats(vifs: &[Box<NetVif>]) -> heapless::Vec<pih_control::api::VifStats, 
     out
 }
 
-fn role_name(r: Role) -> &'static str {
+pub fn role_name(r: Role) -> &'static str {
     match r {
         Role::External => "external",
         Role::Internal => "internal",
@@ -336,8 +336,7 @@ impl Net {
     }
 
     fn flush(&mut self, i: usize, notify: bool) {
-        let nv = &mut *self.vifs[i];
-        if let Some(conn) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()) {
+        if let Some(conn) = self.vifs[i].vif.as_mut().and_then(|v| v.conn.as_mut()) {
             if conn.rings.flush_tx() || notify {
                 let _ = events::send(conn.port);
             }
@@ -381,11 +380,12 @@ impl Net {
         let Some(&[a, b, c, d]) = ip.get(16..20) else { return };
         let dst = Ipv4Addr::new(a, b, c, d);
         let nv = &mut *self.vifs[to];
-        let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) else {
+        let NetVif { vif, iface, .. } = nv;
+        let Some(rings) = vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) else {
             self.forward_failed += 1;
             return;
         };
-        let status = nv.iface.send_ipv4(now, dst, &mut RingTx(rings), |buf| {
+        let status = iface.send_ipv4(now, dst, &mut RingTx(rings), |buf| {
             if buf.len() < ip.len() {
                 return 0;
             }
