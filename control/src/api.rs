@@ -607,12 +607,15 @@ impl<'r> Api<'r> {
             now.mono_ns
                 .saturating_add(u64::from(t).saturating_mul(NS_PER_SEC))
         });
+        let expires_unix = ins
+            .ttl_s
+            .and_then(|t| now.unix_s.map(|u| u.saturating_add(u64::from(t))));
         // The same rule again: same port, same id; the TTL is the new one.
         if let Some(existing) = self.rules.find_spec(&spec).copied() {
             if ins.port.is_some_and(|p| p != existing.ext_port) {
                 return Err(ApiError::field(Status::Conflict, MSG_OTHER_PORT, "port"));
             }
-            self.rules.set_expiry(existing.id, expires);
+            self.rules.set_expiry(existing.id, expires, expires_unix);
             put_json(
                 w,
                 &InsertAnswer {
@@ -646,7 +649,7 @@ impl<'r> Api<'r> {
                 }
                 RuleError::NotFound => ApiError::new(Status::InternalError, MSG_GATEWAY),
             })?;
-        match self.rules.push(spec, port, expires) {
+        match self.rules.push(spec, port, expires, expires_unix) {
             Ok(id) => {
                 put_json(
                     w,

@@ -84,6 +84,9 @@ pub struct Rule {
     pub ext_port: u16,
     /// Deadline on the kernel's monotonic clock, if the rule has a TTL.
     pub expires_ns: Option<u64>,
+    /// The same deadline in Unix seconds, as persisted (a restarted bridge
+    /// has a new monotonic clock); `None` without a TTL or a wall clock.
+    pub expires_unix: Option<u64>,
 }
 
 impl Rule {
@@ -98,6 +101,7 @@ impl Rule {
         },
         ext_port: 0,
         expires_ns: None,
+        expires_unix: None,
     };
 
     /// Whole seconds left (rounded up), `None` without a TTL.
@@ -123,6 +127,33 @@ impl Default for Rule {
 /// The store has no free slot, or no id left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StoreFull;
+
+/// Why [`RuleStore::restore`] refused a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RestoreError {
+    /// No free slot.
+    Full,
+    /// Id 0 or `u32::MAX`.
+    InvalidId,
+    /// A rule with this id is already there.
+    DuplicateId,
+    /// A rule for the same client, endpoint and protocol is already there.
+    DuplicateSpec,
+    /// A rule already holds this protocol and external port.
+    DuplicatePort,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestoreError::Full => "rule table full",
+            RestoreError::InvalidId => "invalid rule id",
+            RestoreError::DuplicateId => "another rule has this id",
+            RestoreError::DuplicateSpec => "another rule has the same client, endpoint and protocol",
+            RestoreError::DuplicatePort => "another rule holds this external port",
+        })
+    }
+}
 
 /// Rules in id order, in caller-provided slots (their number is the
 /// capacity: the configuration's `rules=`).
@@ -208,6 +239,7 @@ impl<'a> RuleStore<'a> {
         spec: RuleSpec,
         ext_port: u16,
         expires_ns: Option<u64>,
+        expires_unix: Option<u64>,
     ) -> Result<u32, StoreFull> {
         let id = self.next_id;
         let next = id.checked_add(1).ok_or(StoreFull)?;
@@ -217,17 +249,55 @@ impl<'a> RuleStore<'a> {
             spec,
             ext_port,
             expires_ns,
+            expires_unix,
         };
         self.len = self.len.saturating_add(1);
         self.next_id = next;
         Ok(id)
     }
 
+    /// Puts back a rule read from the persistent store, keeping its id
+    /// (ids assigned later continue above the highest one restored).
+    pub fn restore(&mut self, rule: Rule) -> Result<(), RestoreError> {
+        if rule.id == 0 || rule.id == u32::MAX {
+            return Err(RestoreError::InvalidId);
+        }
+        if self.get(rule.id).is_some() {
+            return Err(RestoreError::DuplicateId);
+        }
+        if self.find_spec(&rule.spec).is_some() {
+            return Err(RestoreError::DuplicateSpec);
+        }
+        if self.find_port(rule.spec.proto, rule.ext_port).is_some() {
+            return Err(RestoreError::DuplicatePort);
+        }
+        if self.is_full() {
+            return Err(RestoreError::Full);
+        }
+        let at = self.as_slice().partition_point(|r| r.id < rule.id);
+        if at < self.len {
+            self.slots.copy_within(at..self.len, at.saturating_add(1));
+        }
+        let slot = self.slots.get_mut(at).ok_or(RestoreError::Full)?;
+        *slot = rule;
+        self.len = self.len.saturating_add(1);
+        if rule.id >= self.next_id {
+            self.next_id = rule.id.saturating_add(1);
+        }
+        Ok(())
+    }
+
     /// Changes a rule's deadline; whether it exists.
-    pub fn set_expiry(&mut self, id: u32, expires_ns: Option<u64>) -> bool {
+    pub fn set_expiry(
+        &mut self,
+        id: u32,
+        expires_ns: Option<u64>,
+        expires_unix: Option<u64>,
+    ) -> bool {
         match self.index_of_id(id).and_then(|i| self.slots.get_mut(i)) {
             Some(r) => {
                 r.expires_ns = expires_ns;
+                r.expires_unix = expires_unix;
                 true
             }
             None => false,
@@ -292,12 +362,12 @@ mod tests {
         assert!(s.is_empty());
         for n in 1..=4 {
             assert_eq!(
-                s.push(spec(n), 40000 + u16::from(n), None),
+                s.push(spec(n), 40000 + u16::from(n), None, None),
                 Ok(u32::from(n))
             );
         }
         assert!(s.is_full());
-        assert_eq!(s.push(spec(9), 1, None), Err(StoreFull));
+        assert_eq!(s.push(spec(9), 1, None, None), Err(StoreFull));
         assert_eq!(s.find_spec(&spec(3)).unwrap().id, 3);
         assert_eq!(s.find_port(Proto::Tcp, 40002).unwrap().id, 2);
         assert_eq!(s.find_port(Proto::Udp, 40002), None);
@@ -307,10 +377,10 @@ mod tests {
             s.iter().map(|r| r.id).collect::<std::vec::Vec<_>>(),
             [1, 3, 4]
         );
-        assert_eq!(s.push(spec(2), 40002, Some(5)), Ok(5));
+        assert_eq!(s.push(spec(2), 40002, Some(5), Some(1_800_000_005)), Ok(5));
         assert_eq!(s.get(5).unwrap().expires_ns, Some(5));
-        assert!(s.set_expiry(5, None));
-        assert!(!s.set_expiry(2, None));
+        assert!(s.set_expiry(5, None, None));
+        assert!(!s.set_expiry(2, None, None));
         assert_eq!(s.get(5).unwrap().expires_ns, None);
         assert_eq!(s.get(0), None);
     }
@@ -320,7 +390,7 @@ mod tests {
         let mut slots = [Rule::EMPTY; 10];
         let mut s = RuleStore::new(&mut slots);
         for n in 0..10 {
-            s.push(spec(n), 100 + u16::from(n), Some(u64::from(n)))
+            s.push(spec(n), 100 + u16::from(n), Some(u64::from(n)), Some(u64::from(n)))
                 .unwrap();
         }
         assert_eq!(s.remove_where(3, |r| r.is_expired(6)), 3);
@@ -341,7 +411,7 @@ mod tests {
         let mut slots = [Rule::EMPTY; 2];
         let mut s = RuleStore::new(&mut slots);
         s.next_id = u32::MAX;
-        assert_eq!(s.push(spec(1), 1, None), Err(StoreFull));
+        assert_eq!(s.push(spec(1), 1, None, None), Err(StoreFull));
         assert!(s.is_empty());
     }
 
