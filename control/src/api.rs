@@ -50,7 +50,7 @@ use crate::http::{
     self, ExtraHeaders, HttpError, Method, Request, RequestReader, SliceWriter, Status, BODY_OFFSET,
 };
 use crate::json::{self, field_name, BodyError, FieldName};
-use crate::rules::{Proto, Rule, RuleSpec, RuleStore, NS_PER_SEC};
+use crate::rules::{Proto, RestoreError, Rule, RuleSpec, RuleStore, NS_PER_SEC};
 
 /// The version reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -141,6 +141,150 @@ pub trait Gateway {
 
     /// Fills in the counters (`out` starts as `StatsSnapshot::default()`).
     fn stats(&self, out: &mut StatsSnapshot);
+}
+
+// ---------------------------------------------------------------------------
+// Persistence: where rule changes go after they took effect
+// ---------------------------------------------------------------------------
+
+/// A change the API made to the rules, to be persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleChange<'a> {
+    /// A new rule.
+    Insert(&'a Rule),
+    /// The same rule with a new deadline (an insert of an existing rule).
+    Update { before: &'a Rule, after: &'a Rule },
+    /// A rule removed (by request or because its TTL ran out).
+    Remove(&'a Rule),
+}
+
+/// How persistence is doing, for `/health` and `/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PersistStatus {
+    /// `off` (no `irmin=`), `restoring` (reading the rules back at boot),
+    /// `ok` (nothing waiting or the last attempt worked) or `retrying`.
+    pub state: &'static str,
+    /// Changes waiting to be committed.
+    pub backlog: u64,
+    /// Most changes that can wait.
+    pub capacity: u64,
+    /// Changes committed since boot.
+    pub committed: u64,
+    /// Failed attempts since boot.
+    pub failures: u64,
+    /// Documents another writer had changed.
+    pub conflicts: u64,
+    /// The last failure, if any.
+    #[serde(serialize_with = "serialize_opt_str")]
+    pub last_error: Option<heapless::String<160>>,
+    /// When the next attempt is due, if one is waiting.
+    pub retry_in_ms: Option<u64>,
+}
+
+fn serialize_opt_str<S: Serializer>(
+    v: &Option<heapless::String<160>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(m) => s.serialize_some(m.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The journal of rule changes on their way to the persistent store (the
+/// kernel's Irmin client). Changes take effect in the gateway first; the
+/// log only has to remember them until they are committed.
+pub trait ChangeLog {
+    /// Whether `n` more changes can be recorded now. The API refuses a
+    /// change (503) rather than apply one it cannot record.
+    fn has_room(&self, n: usize) -> bool;
+    /// Records a change; its ticket, or `None` if changes are not persisted.
+    fn record(&mut self, change: RuleChange<'_>) -> Option<u64>;
+    /// Whether the change with this ticket is committed.
+    fn is_committed(&self, ticket: u64) -> bool;
+    /// The ticket of the latest uncommitted change to rule `id`, if any.
+    fn pending_for(&self, id: u32) -> Option<u64>;
+    /// Whether the rules are still being read back (the API answers 503,
+    /// except `/health`).
+    fn is_restoring(&self) -> bool;
+    /// For `/health` and `/stats`.
+    fn status(&self) -> PersistStatus;
+}
+
+/// No persistence: nothing is recorded, every answer says
+/// `"persisted": false`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoPersistence;
+
+impl ChangeLog for NoPersistence {
+    fn has_room(&self, _n: usize) -> bool {
+        true
+    }
+    fn record(&mut self, _change: RuleChange<'_>) -> Option<u64> {
+        None
+    }
+    fn is_committed(&self, _ticket: u64) -> bool {
+        false
+    }
+    fn pending_for(&self, _id: u32) -> Option<u64> {
+        None
+    }
+    fn is_restoring(&self) -> bool {
+        false
+    }
+    fn status(&self) -> PersistStatus {
+        PersistStatus {
+            state: "off",
+            ..PersistStatus::default()
+        }
+    }
+}
+
+/// The answer to a request: ready to send, or waiting for the change it
+/// made to be committed (then [`Api::finish`] writes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The whole HTTP response is in `out[..n]`.
+    Ready(usize),
+    /// The change took effect; the answer says whether it is persisted.
+    Await(Pending),
+}
+
+/// An answer held back until its change is committed (or the caller gives
+/// up waiting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The [`ChangeLog`] ticket to wait for.
+    pub ticket: u64,
+    body: PendingBody,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingBody {
+    Insert(InsertAnswer),
+    Remove(RemoveAnswer),
+}
+
+/// Why a rule read back from the persistent store was not reinstalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreRefused {
+    /// Its deadline passed while the bridge was down (its document is
+    /// removed).
+    Expired,
+    /// The rule store refused it (duplicate, full).
+    Store(crate::rules::RestoreError),
+    /// The gateway refused it (port busy, table full).
+    Gateway(RuleError),
+}
+
+impl fmt::Display for RestoreRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreRefused::Expired => f.write_str("its TTL ran out while the bridge was down"),
+            RestoreRefused::Store(e) => write!(f, "{e}"),
+            RestoreRefused::Gateway(e) => write!(f, "the data plane refused it ({e:?})"),
+        }
+    }
 }
 
 /// Counters of one vif.
@@ -297,23 +441,30 @@ const MSG_NO_PORT: &str = "no external port available";
 const MSG_NOT_INTERNAL: &str = "not a host of the internal network";
 const MSG_NOT_UNICAST: &str = "not a unicast address";
 const MSG_GATEWAY: &str = "the data plane refused the change";
+const MSG_RESTORING: &str = "restoring rules from the persistent store";
+const MSG_BACKLOG: &str = "persistence backlog full";
+
+/// The ticket of an answer whose change is not persisted at all.
+pub const NO_TICKET: u64 = u64::MAX;
 
 // ---------------------------------------------------------------------------
 // Answers
 // ---------------------------------------------------------------------------
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 struct InsertAnswer {
     ip: Ipv4Addr,
     port: u16,
     id: u32,
+    persisted: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 struct RemoveAnswer {
     removed: bool,
     id: u32,
     flows: u64,
+    persisted: bool,
 }
 
 #[derive(Serialize)]
@@ -352,14 +503,16 @@ struct StatsAnswer<'a> {
     vifs: &'a [VifStats],
     nat: &'a NatStats,
     rules: RuleCounts,
+    persistence: &'a PersistStatus,
     uptime_s: u64,
 }
 
 #[derive(Serialize)]
-struct HealthAnswer {
+struct HealthAnswer<'a> {
     status: &'static str,
     version: &'static str,
     uptime_s: u64,
+    persistence: &'a PersistStatus,
 }
 
 /// Space kept free for the end of a `GET /rules` answer.
@@ -427,11 +580,12 @@ impl<'r> Api<'r> {
     }
 
     /// Answers the request held by `reader` (call once it said
-    /// [`http::Progress::Ready`]; before that the answer is a 400).
-    /// Writes the whole HTTP response at the start of `out` and returns
-    /// its length; 0 only if `out` cannot hold even an error answer (it
-    /// always can with [`http::MIN_RESPONSE_BUF`] bytes; use
-    /// [`RESPONSE_BUF`]). Then close the connection.
+    /// [`http::Progress::Ready`]; before that the answer is a 400), without
+    /// persistence (answers say `"persisted": false`). Writes the whole
+    /// HTTP response at the start of `out` and returns its length; 0 only
+    /// if `out` cannot hold even an error answer (it always can with
+    /// [`http::MIN_RESPONSE_BUF`] bytes; use [`RESPONSE_BUF`]). Then close
+    /// the connection.
     pub fn respond<G: Gateway + ?Sized>(
         &mut self,
         now: Now,
@@ -450,13 +604,31 @@ impl<'r> Api<'r> {
         request: Result<Request<'_>, HttpError>,
         out: &mut [u8],
     ) -> usize {
+        match self.answer(now, gw, &mut NoPersistence, request, out) {
+            Answer::Ready(n) => n,
+            Answer::Await(p) => self.finish(&p, false, out),
+        }
+    }
+
+    /// Answers a request, recording rule changes in `log`. A change that
+    /// took effect gives [`Answer::Await`]: send [`Self::finish`]'s answer
+    /// once `log.is_committed(ticket)` or when tired of waiting.
+    pub fn answer<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
+        &mut self,
+        now: Now,
+        gw: &mut G,
+        log: &mut L,
+        request: Result<Request<'_>, HttpError>,
+        out: &mut [u8],
+    ) -> Answer {
         let Some(body) = out.get_mut(BODY_OFFSET..) else {
-            return 0;
+            return Answer::Ready(0);
         };
         let mut w = SliceWriter::new(body);
-        let (status, extra) = match self.route(now, gw, request, &mut w) {
-            Ok(()) if !w.overflowed() => (Status::Ok, ExtraHeaders::default()),
-            Ok(()) => {
+        let (status, extra) = match self.route(now, gw, log, request, &mut w) {
+            Ok(Some(p)) => return Answer::Await(p),
+            Ok(None) if !w.overflowed() => (Status::Ok, ExtraHeaders::default()),
+            Ok(None) => {
                 w.truncate(0);
                 let e = ApiError::new(Status::InternalError, "response too large");
                 write_error(&mut w, &e)
@@ -467,7 +639,22 @@ impl<'r> Api<'r> {
             }
         };
         let len = w.len();
-        http::finish_response(out, status, extra, len)
+        Answer::Ready(http::finish_response(out, status, extra, len))
+    }
+
+    /// Writes the held-back answer `p` (200, with `"persisted"`) at the
+    /// start of `out`; its length.
+    pub fn finish(&self, p: &Pending, persisted: bool, out: &mut [u8]) -> usize {
+        let Some(body) = out.get_mut(BODY_OFFSET..) else {
+            return 0;
+        };
+        let mut w = SliceWriter::new(body);
+        match p.body {
+            PendingBody::Insert(a) => put_json(&mut w, &InsertAnswer { persisted, ..a }),
+            PendingBody::Remove(a) => put_json(&mut w, &RemoveAnswer { persisted, ..a }),
+        }
+        let len = w.len();
+        http::finish_response(out, Status::Ok, ExtraHeaders::default(), len)
     }
 
     /// Answers one request given as raw bytes (tests, fuzzing, simple
@@ -487,13 +674,73 @@ impl<'r> Api<'r> {
     /// refuses to remove stays and is tried again next time. Returns how
     /// many rules went.
     pub fn expire<G: Gateway + ?Sized>(&mut self, now_ns: u64, gw: &mut G) -> usize {
+        self.expire_logged(now_ns, gw, &mut NoPersistence)
+    }
+
+    /// [`Self::expire`], recording each removal in `log` (a rule stays
+    /// while the log is full).
+    pub fn expire_logged<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
+        &mut self,
+        now_ns: u64,
+        gw: &mut G,
+        log: &mut L,
+    ) -> usize {
         self.rules.remove_where(EXPIRE_BATCH, |r| {
-            r.is_expired(now_ns)
+            let gone = r.is_expired(now_ns)
+                && log.has_room(1)
                 && matches!(
                     gw.remove_rule(now_ns, r.spec.proto, r.ext_port),
                     Ok(_) | Err(RuleError::NotFound)
-                )
+                );
+            if gone {
+                log.record(RuleChange::Remove(r));
+            }
+            gone
         })
+    }
+
+    /// Reinstalls a rule read back from the persistent store, with its id
+    /// and external port. Its deadline is recomputed from the wall clock;
+    /// one that passed while the bridge was down is not installed and its
+    /// removal is recorded in `log`.
+    pub fn restore<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
+        &mut self,
+        now: Now,
+        gw: &mut G,
+        log: &mut L,
+        rule: &Rule,
+    ) -> Result<(), RestoreRefused> {
+        let mut rule = *rule;
+        rule.expires_ns = None;
+        if let (Some(at), Some(unix)) = (rule.expires_unix, now.unix_s) {
+            if at <= unix {
+                log.record(RuleChange::Remove(&rule));
+                return Err(RestoreRefused::Expired);
+            }
+            let left = at.saturating_sub(unix).saturating_mul(NS_PER_SEC);
+            rule.expires_ns = Some(now.mono_ns.saturating_add(left));
+        }
+        // Checked before the gateway is touched, so a refusal changes nothing.
+        if self.rules.get(rule.id).is_some() {
+            return Err(RestoreRefused::Store(RestoreError::DuplicateId));
+        }
+        if self.rules.find_spec(&rule.spec).is_some() {
+            return Err(RestoreRefused::Store(RestoreError::DuplicateSpec));
+        }
+        if self.rules.find_port(rule.spec.proto, rule.ext_port).is_some() {
+            return Err(RestoreRefused::Store(RestoreError::DuplicatePort));
+        }
+        if self.rules.is_full() {
+            return Err(RestoreRefused::Store(RestoreError::Full));
+        }
+        let port = gw
+            .insert_rule(now.mono_ns, &rule.spec, Some(rule.ext_port))
+            .map_err(RestoreRefused::Gateway)?;
+        if let Err(e) = self.rules.restore(rule) {
+            let _ = gw.remove_rule(now.mono_ns, rule.spec.proto, port);
+            return Err(RestoreRefused::Store(e));
+        }
+        Ok(())
     }
 
     /// The earliest rule deadline, if any rule has a TTL.
@@ -501,13 +748,14 @@ impl<'r> Api<'r> {
         self.rules.iter().filter_map(|r| r.expires_ns).min()
     }
 
-    fn route<G: Gateway + ?Sized>(
+    fn route<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
         &mut self,
         now: Now,
         gw: &mut G,
+        log: &mut L,
         request: Result<Request<'_>, HttpError>,
         w: &mut SliceWriter<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Pending>, ApiError> {
         let req = request?;
         self.verifier.check(
             now.unix_s,
@@ -525,34 +773,46 @@ impl<'r> Api<'r> {
                 ));
             }
         }
+        if req.path == "/health" {
+            allow(req.method, Method::Get, "GET")?;
+            let persistence = log.status();
+            let status = if log.is_restoring() {
+                "restoring"
+            } else if persistence.state == "retrying" {
+                "degraded"
+            } else {
+                "ok"
+            };
+            put_json(
+                w,
+                &HealthAnswer {
+                    status,
+                    version: VERSION,
+                    uptime_s: now.mono_ns / NS_PER_SEC,
+                    persistence: &persistence,
+                },
+            );
+            return Ok(None);
+        }
+        if log.is_restoring() {
+            return Err(ApiError::new(Status::ServiceUnavailable, MSG_RESTORING));
+        }
         match req.path {
             "/insert" => {
                 allow(req.method, Method::Post, "POST")?;
-                self.insert(now, gw, req.body, w)
+                self.insert(now, gw, log, req.body, w)
             }
             "/remove" => {
                 allow(req.method, Method::Post, "POST")?;
-                self.remove(now, gw, req.body, w)
+                self.remove(now, gw, log, req.body)
             }
             "/rules" => {
                 allow(req.method, Method::Get, "GET")?;
-                self.list(now, req.query, w)
+                self.list(now, req.query, w).map(|()| None)
             }
             "/stats" => {
                 allow(req.method, Method::Get, "GET")?;
-                self.stats(now, gw, w)
-            }
-            "/health" => {
-                allow(req.method, Method::Get, "GET")?;
-                put_json(
-                    w,
-                    &HealthAnswer {
-                        status: "ok",
-                        version: VERSION,
-                        uptime_s: now.mono_ns / NS_PER_SEC,
-                    },
-                );
-                Ok(())
+                self.stats(now, gw, log, w).map(|()| None)
             }
             p => match p.strip_prefix("/rules/") {
                 Some(id) => {
@@ -568,15 +828,13 @@ impl<'r> Api<'r> {
                             .get(id)
                             .ok_or(ApiError::new(Status::NotFound, MSG_NO_RULE))?;
                         put_json(w, &RuleAnswer::new(r, now.mono_ns));
-                        Ok(())
+                        Ok(None)
                     } else {
                         let r = *self
                             .rules
                             .get(id)
                             .ok_or(ApiError::new(Status::NotFound, MSG_NO_RULE))?;
-                        let flows = self.remove_rule(now, gw, &r)?;
-                        put_removed(w, r.id, flows);
-                        Ok(())
+                        self.remove_rule(now, gw, log, &r).map(Some)
                     }
                 }
                 None => Err(ApiError::new(Status::NotFound, "no such endpoint")),
@@ -584,13 +842,14 @@ impl<'r> Api<'r> {
         }
     }
 
-    fn insert<G: Gateway + ?Sized>(
+    fn insert<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
         &mut self,
         now: Now,
         gw: &mut G,
+        log: &mut L,
         body: &[u8],
         w: &mut SliceWriter<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Pending>, ApiError> {
         let ins = json::parse_insert(body)?;
         let spec = ins.spec;
         if !is_unicast(spec.client) {
@@ -615,16 +874,42 @@ impl<'r> Api<'r> {
             if ins.port.is_some_and(|p| p != existing.ext_port) {
                 return Err(ApiError::field(Status::Conflict, MSG_OTHER_PORT, "port"));
             }
+            let answer = InsertAnswer {
+                ip: self.external,
+                port: existing.ext_port,
+                id: existing.id,
+                persisted: false,
+            };
+            let after = Rule {
+                expires_ns: expires,
+                expires_unix,
+                ..existing
+            };
+            // Only the persisted deadline matters to the store.
+            let ticket = if after.expires_unix == existing.expires_unix {
+                match log.pending_for(existing.id) {
+                    Some(t) => Some(t),
+                    None => {
+                        self.rules.set_expiry(existing.id, expires, expires_unix);
+                        let persisted = log.status().state != "off";
+                        put_json(w, &InsertAnswer { persisted, ..answer });
+                        return Ok(None);
+                    }
+                }
+            } else {
+                if !log.has_room(1) {
+                    return Err(ApiError::new(Status::ServiceUnavailable, MSG_BACKLOG));
+                }
+                log.record(RuleChange::Update {
+                    before: &existing,
+                    after: &after,
+                })
+            };
             self.rules.set_expiry(existing.id, expires, expires_unix);
-            put_json(
-                w,
-                &InsertAnswer {
-                    ip: self.external,
-                    port: existing.ext_port,
-                    id: existing.id,
-                },
-            );
-            return Ok(());
+            return Ok(Some(Pending {
+                ticket: ticket.unwrap_or(NO_TICKET),
+                body: PendingBody::Insert(answer),
+            }));
         }
         if let Some(p) = ins.port {
             if self.rules.find_port(spec.proto, p).is_some() {
@@ -633,6 +918,9 @@ impl<'r> Api<'r> {
         }
         if self.rules.is_full() || self.rules.next_id() == u32::MAX {
             return Err(ApiError::new(Status::ServiceUnavailable, MSG_RULES_FULL));
+        }
+        if !log.has_room(1) {
+            return Err(ApiError::new(Status::ServiceUnavailable, MSG_BACKLOG));
         }
         let port = gw
             .insert_rule(now.mono_ns, &spec, ins.port)
@@ -651,15 +939,20 @@ impl<'r> Api<'r> {
             })?;
         match self.rules.push(spec, port, expires, expires_unix) {
             Ok(id) => {
-                put_json(
-                    w,
-                    &InsertAnswer {
-                        ip: self.external,
-                        port,
-                        id,
-                    },
-                );
-                Ok(())
+                let ticket = self
+                    .rules
+                    .get(id)
+                    .and_then(|r| log.record(RuleChange::Insert(r)));
+                let answer = InsertAnswer {
+                    ip: self.external,
+                    port,
+                    id,
+                    persisted: false,
+                };
+                Ok(Some(Pending {
+                    ticket: ticket.unwrap_or(NO_TICKET),
+                    body: PendingBody::Insert(answer),
+                }))
             }
             Err(_) => {
                 // Checked above; roll back all the same.
@@ -669,30 +962,32 @@ impl<'r> Api<'r> {
         }
     }
 
-    fn remove<G: Gateway + ?Sized>(
+    fn remove<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
         &mut self,
         now: Now,
         gw: &mut G,
+        log: &mut L,
         body: &[u8],
-        w: &mut SliceWriter<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Pending>, ApiError> {
         let rm = json::parse_remove(body)?;
         let rule = *self
             .rules
             .find_spec(&rm.spec)
             .ok_or(ApiError::new(Status::NotFound, MSG_NO_RULE))?;
-        let flows = self.remove_rule(now, gw, &rule)?;
-        put_removed(w, rule.id, flows);
-        Ok(())
+        self.remove_rule(now, gw, log, &rule).map(Some)
     }
 
     /// Takes a rule out of the gateway, then out of the store.
-    fn remove_rule<G: Gateway + ?Sized>(
+    fn remove_rule<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
         &mut self,
         now: Now,
         gw: &mut G,
+        log: &mut L,
         rule: &Rule,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<Pending, ApiError> {
+        if !log.has_room(1) {
+            return Err(ApiError::new(Status::ServiceUnavailable, MSG_BACKLOG));
+        }
         let flows = match gw.remove_rule(now.mono_ns, rule.spec.proto, rule.ext_port) {
             Ok(n) => n,
             // Already gone from the data plane: just forget it.
@@ -700,7 +995,16 @@ impl<'r> Api<'r> {
             Err(_) => return Err(ApiError::new(Status::InternalError, MSG_GATEWAY)),
         };
         self.rules.remove(rule.id);
-        Ok(flows)
+        let ticket = log.record(RuleChange::Remove(rule));
+        Ok(Pending {
+            ticket: ticket.unwrap_or(NO_TICKET),
+            body: PendingBody::Remove(RemoveAnswer {
+                removed: true,
+                id: rule.id,
+                flows: flows as u64,
+                persisted: false,
+            }),
+        })
     }
 
     fn list(&self, now: Now, query: Option<&str>, w: &mut SliceWriter<'_>) -> Result<(), ApiError> {
@@ -746,12 +1050,14 @@ impl<'r> Api<'r> {
         Ok(())
     }
 
-    fn stats<G: Gateway + ?Sized>(
+    fn stats<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
         &self,
         now: Now,
         gw: &G,
+        log: &L,
         w: &mut SliceWriter<'_>,
     ) -> Result<(), ApiError> {
+        let persistence = log.status();
         let mut snap = StatsSnapshot::default();
         gw.stats(&mut snap);
         put_json(
@@ -763,6 +1069,7 @@ impl<'r> Api<'r> {
                     count: self.rules.len() as u64,
                     capacity: self.rules.capacity() as u64,
                 },
+                persistence: &persistence,
                 uptime_s: now.mono_ns / NS_PER_SEC,
             },
         );
@@ -828,17 +1135,6 @@ fn put_json<T: Serialize>(w: &mut SliceWriter<'_>, value: &T) {
         // The caller answers 500.
         w.set_overflow();
     }
-}
-
-fn put_removed(w: &mut SliceWriter<'_>, id: u32, flows: usize) {
-    put_json(
-        w,
-        &RemoveAnswer {
-            removed: true,
-            id,
-            flows: flows as u64,
-        },
-    );
 }
 
 fn write_error(w: &mut SliceWriter<'_>, e: &ApiError) -> (Status, ExtraHeaders<'static>) {

@@ -155,7 +155,7 @@ fn insert_answers_external_address_port_and_id() {
     let mut b = Bed::new(16, true);
     let r = b.insert(rule("203.0.113.7", "192.168.252.10", 22));
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body, json!({"ip": "10.0.0.2", "port": 40000, "id": 1}));
+    assert_eq!(r.body, json!({"ip": "10.0.0.2", "port": 40000, "id": 1, "persisted": false}));
     let g = b.gw.get(Proto::Tcp, 40000).unwrap();
     assert_eq!(g.spec.client, Ipv4Addr::new(203, 0, 113, 7));
     assert_eq!(g.spec.int_port, 22);
@@ -325,7 +325,7 @@ fn remove_by_endpoint() {
     let body = json!({"src_ip": "203.0.113.7", "dst_ip": "192.168.252.10", "dst_port": 22});
     let r = b.remove(body.clone());
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, json!({"removed": true, "id": 1, "flows": 3}));
+    assert_eq!(r.body, json!({"removed": true, "id": 1, "flows": 3, "persisted": false}));
     assert!(b.gw.get(Proto::Tcp, 40000).is_none());
     assert!(b.gw.get(Proto::Udp, 40000).is_some());
     // Gone now.
@@ -379,7 +379,7 @@ fn rules_by_id() {
     );
     assert_eq!(
         b.call("DELETE", "/rules/2", "").body,
-        json!({"removed": true, "id": 2, "flows": 0})
+        json!({"removed": true, "id": 2, "flows": 0, "persisted": false})
     );
     assert_eq!(b.call("DELETE", "/rules/2", "").status, 404);
     assert_eq!(b.call("GET", "/rules/2", "").status, 404);
@@ -569,7 +569,10 @@ fn stats_and_health() {
     let r = b.call("GET", "/health", "");
     assert_eq!(
         r.body,
-        json!({"status": "ok", "version": VERSION, "uptime_s": 100})
+        json!({"status": "ok", "version": VERSION, "uptime_s": 100,
+               "persistence": {"state": "off", "backlog": 0, "capacity": 0, "committed": 0,
+                               "failures": 0, "conflicts": 0, "last_error": null,
+                               "retry_in_ms": null}})
     );
 }
 
@@ -889,4 +892,268 @@ fn api_size_is_bounded() {
     // The replay cache dominates; the kernel keeps the API in a box.
     assert!(core::mem::size_of::<Api<'static>>() < 64 * 1024);
     assert!(core::mem::size_of::<RequestReader>() < 7 * 1024);
+}
+
+// -- persistence --------------------------------------------------------
+
+/// A change log that remembers what it was given.
+#[derive(Default)]
+struct RecordingLog {
+    changes: StdVec<(u64, &'static str, Rule, Option<Rule>)>,
+    committed: StdVec<u64>,
+    capacity: usize,
+    restoring: bool,
+}
+
+impl RecordingLog {
+    fn new(capacity: usize) -> Self {
+        RecordingLog {
+            capacity,
+            ..Default::default()
+        }
+    }
+    fn backlog(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| !self.committed.contains(&c.0))
+            .count()
+    }
+    fn kinds(&self) -> StdVec<(&'static str, u32)> {
+        self.changes.iter().map(|c| (c.1, c.2.id)).collect()
+    }
+}
+
+impl ChangeLog for RecordingLog {
+    fn has_room(&self, n: usize) -> bool {
+        self.backlog() + n <= self.capacity
+    }
+    fn record(&mut self, change: RuleChange<'_>) -> Option<u64> {
+        let t = self.changes.len() as u64 + 1;
+        let entry = match change {
+            RuleChange::Insert(r) => (t, "insert", *r, None),
+            RuleChange::Update { before, after } => (t, "update", *before, Some(*after)),
+            RuleChange::Remove(r) => (t, "remove", *r, None),
+        };
+        self.changes.push(entry);
+        Some(t)
+    }
+    fn is_committed(&self, ticket: u64) -> bool {
+        self.committed.contains(&ticket)
+    }
+    fn pending_for(&self, id: u32) -> Option<u64> {
+        self.changes
+            .iter()
+            .rev()
+            .find(|c| c.2.id == id && !self.committed.contains(&c.0))
+            .map(|c| c.0)
+    }
+    fn is_restoring(&self) -> bool {
+        self.restoring
+    }
+    fn status(&self) -> PersistStatus {
+        PersistStatus {
+            state: if self.restoring { "restoring" } else { "ok" },
+            backlog: self.backlog() as u64,
+            capacity: self.capacity as u64,
+            ..PersistStatus::default()
+        }
+    }
+}
+
+/// What came of a request answered with a log.
+enum Logged {
+    Ready(Resp),
+    Await(Pending),
+}
+
+impl Bed {
+    fn logged(&mut self, log: &mut RecordingLog, method: &str, target: &str, body: &str) -> Logged {
+        let bytes = self.request_bytes(method, target, body);
+        let mut out = vec![0u8; RESPONSE_BUF];
+        let a = self.api.answer(
+            self.now,
+            &mut self.gw,
+            log,
+            crate::http::parse_request(&bytes),
+            &mut out,
+        );
+        self.now.unix_s = self.now.unix_s.map(|u| u + 1);
+        match a {
+            Answer::Ready(n) => Logged::Ready(Resp::parse(&out[..n])),
+            Answer::Await(p) => Logged::Await(p),
+        }
+    }
+
+    fn finish(&self, p: &Pending, persisted: bool) -> Resp {
+        let mut out = vec![0u8; RESPONSE_BUF];
+        let n = self.api.finish(p, persisted, &mut out);
+        Resp::parse(&out[..n])
+    }
+}
+
+fn awaited(l: Logged) -> Pending {
+    match l {
+        Logged::Await(p) => p,
+        Logged::Ready(r) => panic!("answered at once: {} {}", r.status, r.body),
+    }
+}
+
+fn ready(l: Logged) -> Resp {
+    match l {
+        Logged::Ready(r) => r,
+        Logged::Await(p) => panic!("waits for ticket {}", p.ticket),
+    }
+}
+
+#[test]
+fn insert_waits_for_the_commit_and_says_whether_it_happened() {
+    let mut b = Bed::new(16, false);
+    let mut log = RecordingLog::new(8);
+    let body = rule("203.0.113.7", "192.168.252.10", 22).to_string();
+    let p = awaited(b.logged(&mut log, "POST", "/insert", &body));
+    // In effect before the answer.
+    assert!(b.gw.get(Proto::Tcp, 40000).is_some());
+    assert_eq!(log.kinds(), [("insert", 1)]);
+    assert_eq!(p.ticket, 1);
+    assert_eq!(
+        b.finish(&p, true).body,
+        json!({"ip": "10.0.0.2", "port": 40000, "id": 1, "persisted": true})
+    );
+    assert_eq!(b.finish(&p, false).body["persisted"], false);
+    // The same rule while its insert is pending: the same ticket.
+    assert_eq!(awaited(b.logged(&mut log, "POST", "/insert", &body)).ticket, 1);
+    log.committed.push(1);
+    // Nothing changed and nothing pending: persisted at once.
+    let r = ready(b.logged(&mut log, "POST", "/insert", &body));
+    assert_eq!(r.body["persisted"], true);
+    assert_eq!(log.kinds(), [("insert", 1)]);
+    // A new TTL is a change of the stored document.
+    let mut with_ttl = rule("203.0.113.7", "192.168.252.10", 22);
+    with_ttl["ttl"] = json!(60);
+    let p = awaited(b.logged(&mut log, "POST", "/insert", &with_ttl.to_string()));
+    assert_eq!(p.ticket, 2);
+    let (_, kind, before, after) = log.changes[1];
+    assert_eq!(kind, "update");
+    assert_eq!(before.expires_unix, None);
+    assert_eq!(after.unwrap().expires_unix, Some(b.now.unix_s.unwrap() - 1 + 60));
+    assert_eq!(b.api.rules().get(1).unwrap().expires_unix, after.unwrap().expires_unix);
+}
+
+#[test]
+fn remove_and_expiry_are_recorded() {
+    let mut b = Bed::new(16, false);
+    let mut log = RecordingLog::new(8);
+    let mut r1 = rule("203.0.113.7", "192.168.252.10", 22);
+    r1["ttl"] = json!(5);
+    awaited(b.logged(&mut log, "POST", "/insert", &r1.to_string()));
+    awaited(b.logged(&mut log, "POST", "/insert", &rule("203.0.113.8", "192.168.252.10", 22).to_string()));
+    let rm = json!({"src_ip": "203.0.113.8", "dst_ip": "192.168.252.10", "dst_port": 22});
+    let p = awaited(b.logged(&mut log, "POST", "/remove", &rm.to_string()));
+    assert_eq!(
+        b.finish(&p, false).body,
+        json!({"removed": true, "id": 2, "flows": 0, "persisted": false})
+    );
+    assert!(b.gw.get(Proto::Tcp, 40001).is_none());
+    b.tick(6);
+    assert_eq!(b.api.expire_logged(b.now.mono_ns, &mut b.gw, &mut log), 1);
+    assert_eq!(log.kinds(), [("insert", 1), ("insert", 2), ("remove", 2), ("remove", 1)]);
+}
+
+#[test]
+fn a_full_journal_refuses_changes_before_they_take_effect() {
+    let mut b = Bed::new(16, false);
+    let mut log = RecordingLog::new(1);
+    let mut r1 = rule("203.0.113.7", "192.168.252.10", 22);
+    r1["ttl"] = json!(5);
+    awaited(b.logged(&mut log, "POST", "/insert", &r1.to_string()));
+    let r = ready(b.logged(&mut log, "POST", "/insert", &rule("203.0.113.8", "192.168.252.10", 22).to_string()));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, json!({"error": "persistence backlog full"}));
+    assert!(b.gw.get(Proto::Tcp, 40001).is_none());
+    let rm = json!({"src_ip": "203.0.113.7", "dst_ip": "192.168.252.10", "dst_port": 22});
+    assert_eq!(ready(b.logged(&mut log, "POST", "/remove", &rm.to_string())).status, 503);
+    assert!(b.gw.get(Proto::Tcp, 40000).is_some());
+    // Expiry waits for room too.
+    b.tick(6);
+    assert_eq!(b.api.expire_logged(b.now.mono_ns, &mut b.gw, &mut log), 0);
+    log.committed.push(1);
+    assert_eq!(b.api.expire_logged(b.now.mono_ns, &mut b.gw, &mut log), 1);
+    assert!(b.gw.get(Proto::Tcp, 40000).is_none());
+    // Reads never need room.
+    assert_eq!(ready(b.logged(&mut log, "GET", "/rules", "")).status, 200);
+}
+
+#[test]
+fn while_restoring_only_health_answers() {
+    let mut b = Bed::new(16, false);
+    let mut log = RecordingLog::new(8);
+    log.restoring = true;
+    let body = rule("203.0.113.7", "192.168.252.10", 22).to_string();
+    let r = ready(b.logged(&mut log, "POST", "/insert", &body));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body["error"], "restoring rules from the persistent store");
+    assert_eq!(ready(b.logged(&mut log, "GET", "/rules", "")).status, 503);
+    let h = ready(b.logged(&mut log, "GET", "/health", ""));
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body["status"], "restoring");
+    assert_eq!(h.body["persistence"]["state"], "restoring");
+    log.restoring = false;
+    let s = ready(b.logged(&mut log, "GET", "/stats", ""));
+    assert_eq!(s.body["persistence"]["capacity"], 8);
+    assert_eq!(ready(b.logged(&mut log, "GET", "/health", "")).body["status"], "ok");
+}
+
+fn stored(id: u32, client: [u8; 4], port: u16, expires_unix: Option<u64>) -> Rule {
+    Rule {
+        id,
+        spec: RuleSpec {
+            client: Ipv4Addr::from(client),
+            int_addr: Ipv4Addr::new(192, 168, 252, 10),
+            int_port: 22,
+            proto: Proto::Tcp,
+        },
+        ext_port: port,
+        expires_ns: None,
+        expires_unix,
+    }
+}
+
+#[test]
+fn restore_keeps_ids_ports_and_remaining_ttl() {
+    let mut b = Bed::new(4, false);
+    let mut log = RecordingLog::new(8);
+    let unix = b.now.unix_s.unwrap();
+    let now = b.now;
+    assert_eq!(b.api.restore(now, &mut b.gw, &mut log, &stored(7, [203, 0, 113, 1], 41000, None)), Ok(()));
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &stored(3, [203, 0, 113, 2], 41001, Some(unix + 30))),
+        Ok(())
+    );
+    // Expired while down: not installed, its document goes.
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &stored(5, [203, 0, 113, 3], 41002, Some(unix - 1))),
+        Err(RestoreRefused::Expired)
+    );
+    assert_eq!(log.kinds(), [("remove", 5)]);
+    assert!(b.gw.get(Proto::Tcp, 41002).is_none());
+    // Duplicates are refused without touching the gateway.
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &stored(8, [203, 0, 113, 4], 41000, None)),
+        Err(RestoreRefused::Store(RestoreError::DuplicatePort))
+    );
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &stored(9, [203, 0, 113, 1], 41005, None)),
+        Err(RestoreRefused::Store(RestoreError::DuplicateSpec))
+    );
+    assert!(b.gw.get(Proto::Tcp, 41005).is_none());
+    assert_eq!(b.gw.get(Proto::Tcp, 41000).unwrap().spec.client, Ipv4Addr::new(203, 0, 113, 1));
+    let ids: StdVec<u32> = b.api.rules().iter().map(|r| r.id).collect();
+    assert_eq!(ids, [3, 7]);
+    let r3 = b.api.rules().get(3).unwrap();
+    assert_eq!(r3.expires_in(now.mono_ns), Some(30));
+    // New rules continue above the highest restored id.
+    let r = b.insert(rule("203.0.113.9", "192.168.252.10", 22));
+    assert_eq!(r.body["id"], 8);
+    let got = b.call("GET", "/rules/7", "");
+    assert_eq!(got.body["port"], 41000);
 }
