@@ -636,7 +636,8 @@ fn execute(g: &Global, command: &Command, out: &mut dyn Write) -> Result<(), Fai
                 let ttl = ttl.map_or(String::new(), |t| format!(", expires in {t}s"));
                 let _ = writeln!(
                     out,
-                    "rule {id}: {c} -> {ip}:{p} -> {internal} ({proto}{ttl})"
+                    "rule {id}: {c} -> {ip}:{p} -> {internal} ({proto}{ttl}){}",
+                    persisted_note(&r.json)
                 );
             }
         }
@@ -688,6 +689,9 @@ fn execute(g: &Global, command: &Command, out: &mut dyn Write) -> Result<(), Fai
                     r.json["version"].as_str().unwrap_or("?"),
                     duration(r.json["uptime_s"].as_u64().unwrap_or(0))
                 );
+                if r.json["persistence"].is_object() {
+                    let _ = writeln!(out, "persistence: {}", persistence_text(&r.json["persistence"]));
+                }
             }
         }
     }
@@ -701,11 +705,44 @@ fn print_removed(g: &Global, out: &mut dyn Write, r: &Response) {
         let flows = r.json["flows"].as_u64().unwrap_or(0);
         let _ = writeln!(
             out,
-            "removed rule {} ({flows} flow{})",
+            "removed rule {} ({flows} flow{}){}",
             r.json["id"],
-            if flows == 1 { "" } else { "s" }
+            if flows == 1 { "" } else { "s" },
+            persisted_note(&r.json)
         );
     }
+}
+
+/// How a change answer's `persisted` reads in a sentence.
+fn persisted_note(v: &Value) -> &'static str {
+    match v["persisted"].as_bool() {
+        Some(true) => ", persisted",
+        Some(false) => ", not persisted yet",
+        None => "",
+    }
+}
+
+/// The `persistence` object of `/health` or `/stats` in one line.
+fn persistence_text(p: &Value) -> String {
+    let state = p["state"].as_str().unwrap_or("?");
+    if state == "off" {
+        return "off (rules in memory only)".to_string();
+    }
+    let mut s = format!(
+        "{state}, backlog {} of {}, {} committed, {} failed attempts, {} conflicts",
+        cell(&p["backlog"]),
+        cell(&p["capacity"]),
+        cell(&p["committed"]),
+        cell(&p["failures"]),
+        cell(&p["conflicts"])
+    );
+    if let Some(e) = p["last_error"].as_str() {
+        s.push_str(&format!("; last error: {e}"));
+    }
+    if let Some(ms) = p["retry_in_ms"].as_u64() {
+        s.push_str(&format!("; next attempt in {ms} ms"));
+    }
+    s
 }
 
 /// Every rule, following `next_offset` from page to page.
@@ -859,6 +896,9 @@ pub fn stats_text(v: &Value) -> String {
         n("refused_full"),
         n("refused_no_port")
     );
+    if v["persistence"].is_object() {
+        let _ = writeln!(s, "persist   {}", persistence_text(&v["persistence"]));
+    }
     let _ = writeln!(
         s,
         "packets   {} out, {} in translated; {} dropped",

@@ -115,7 +115,7 @@ fn operator_session() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "rule 1: 203.0.113.7 -> 10.0.0.2:40000 -> 192.168.252.10:22 (tcp)\n"
+        "rule 1: 203.0.113.7 -> 10.0.0.2:40000 -> 192.168.252.10:22 (tcp), not persisted yet\n"
     );
     // Idempotent, even within the same second (pihctl re-signs a replay).
     let (code, out2, _) = pihctl(&addr, k, "insert 203.0.113.7 192.168.252.10:22");
@@ -130,7 +130,7 @@ fn operator_session() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"ip": "10.0.0.2", "port": 5353, "id": 2})
+        serde_json::json!({"ip": "10.0.0.2", "port": 5353, "id": 2, "persisted": false})
     );
     {
         let b = bridge.lock().unwrap();
@@ -195,12 +195,12 @@ fn operator_session() {
     // Removal.
     bridge.lock().unwrap().gw.flows_per_rule = 0;
     let (code, out, _) = pihctl(&addr, k, "remove 203.0.113.7 192.168.252.10:22");
-    assert_eq!((code, out.as_str()), (0, "removed rule 1 (0 flows)\n"));
+    assert_eq!((code, out.as_str()), (0, "removed rule 1 (0 flows), not persisted yet\n"));
     let (code, _, err) = pihctl(&addr, k, "remove 203.0.113.7 192.168.252.10:22");
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
     let (code, out, _) = pihctl(&addr, k, "rm 2");
-    assert_eq!((code, out.as_str()), (0, "removed rule 2 (0 flows)\n"));
+    assert_eq!((code, out.as_str()), (0, "removed rule 2 (0 flows), not persisted yet\n"));
     let (code, out, _) = pihctl(&addr, k, "list");
     assert_eq!((code, out.as_str()), (0, "no rules\n"));
     assert!(bridge.lock().unwrap().gw.installed.is_empty());
