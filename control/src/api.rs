@@ -699,6 +699,12 @@ impl<'r> Api<'r> {
         })
     }
 
+    /// Keeps new rules off ids up to `id` (the store has a document there
+    /// that was not restored: a new rule must not overwrite it).
+    pub fn skip_ids_through(&mut self, id: u32) {
+        self.rules.skip_ids_through(id);
+    }
+
     /// Reinstalls a rule read back from the persistent store, with its id
     /// and external port. Its deadline is recomputed from the wall clock;
     /// one that passed while the bridge was down is not installed and its

@@ -287,6 +287,14 @@ impl<'a> RuleStore<'a> {
         Ok(())
     }
 
+    /// Makes ids up to `id` unavailable to [`Self::push`] (ids the
+    /// persistent store uses for documents that could not be restored).
+    pub fn skip_ids_through(&mut self, id: u32) {
+        if id >= self.next_id {
+            self.next_id = id.saturating_add(1);
+        }
+    }
+
     /// Changes a rule's deadline; whether it exists.
     pub fn set_expiry(
         &mut self,
