@@ -12,7 +12,7 @@ CARGO_KERNEL = RUSTC_BOOTSTRAP=1 cargo build -p pih-kernel \
 	$(if $(filter release,$(PROFILE)),--release,)
 # Host tools that go into the dom0 initramfs (mkinitramfs.sh installs
 # every file of build/tools/ into dom0's /usr/local/bin).
-TOOLS       := flowgen pihctl
+TOOLS       := flowgen pihctl irmin-graphql-double
 TOOLS_SRC    = $${CARGO_TARGET_DIR:-target}/release
 T ?=
 

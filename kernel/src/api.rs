@@ -1,19 +1,33 @@
 //! The management API wired to the data plane: `pih_control::api` over
-//! the translation table, served by `mgmt`'s TCP server.
+//! the translation table, served by `mgmt`'s TCP server, with rule changes
+//! persisted in Irmin through `pih_control::irmin`'s client (whose
+//! exchanges `mgmt` carries).
 
 use alloc::boxed::Box;
 use alloc::vec;
+use core::net::SocketAddrV4;
 
-use pih_control::api::{Api, ApiConfig, Gateway, NatStats, Now, RuleError, StatsSnapshot, VifStats};
+use pih_control::api::{
+    Answer, Api, ApiConfig, ChangeLog, Gateway, NatStats, Now, Pending, PersistStatus, RuleChange, RuleError, StatsSnapshot,
+    VifStats, NO_TICKET,
+};
 use pih_control::auth;
-use pih_control::config::{Config, Role};
+use pih_control::config::{Config, IrminEndpoint, Role};
 use pih_control::http::{Progress, RequestReader};
+use pih_control::irmin::client::{Event, Persister};
+use pih_control::irmin::journal::Change;
 use pih_control::rules::{Proto, Rule, RuleSpec};
 use pih_nat::table::{Protocol, StaticError};
 use pih_nat::translate::{DropReason, Nat};
-use pih_xen::{clock, shared_info};
+use pih_xen::{clock, error, info, shared_info, warn};
 
-use crate::mgmt::Service;
+use crate::mgmt::{Exchanged, Mgmt, Served, Service};
+
+/// Changes that may wait for Irmin.
+pub const JOURNAL_CAPACITY: usize = 1024;
+/// How long an answer waits for its change to be committed while Irmin
+/// is healthy; after that it says `"persisted": false`.
+const ANSWER_WAIT_NS: u64 = 3_000_000_000;
 
 fn protocol(p: Proto) -> Protocol {
     match p {
@@ -80,24 +94,144 @@ impl Gateway for NatGateway<'_> {
     }
 }
 
-/// The API plus the per-connection request readers.
+/// Rule changes on their way to Irmin, or nowhere without `irmin=`.
+pub struct Persistence {
+    client: Option<(Persister, SocketAddrV4)>,
+}
+
+impl Persistence {
+    fn new(endpoint: Option<&IrminEndpoint>, author: &str) -> Persistence {
+        Persistence { client: endpoint.map(|e| (Persister::new(e, author, JOURNAL_CAPACITY), e.addr)) }
+    }
+
+    fn healthy(&self) -> bool {
+        self.client.as_ref().is_some_and(|(p, _)| p.status().state == "ok")
+    }
+}
+
+impl ChangeLog for Persistence {
+    fn has_room(&self, n: usize) -> bool {
+        match &self.client {
+            Some((p, _)) => p.room() >= n,
+            None => true,
+        }
+    }
+
+    fn record(&mut self, change: RuleChange<'_>) -> Option<u64> {
+        let (p, _) = self.client.as_mut()?;
+        let change = match change {
+            RuleChange::Insert(r) => Change::insert(r),
+            RuleChange::Update { before, after } => Change::update(before, after),
+            RuleChange::Remove(r) => Change::remove(r),
+        };
+        match p.record(change) {
+            Ok(seq) => Some(seq),
+            Err(_) => {
+                // has_room() said yes; the API checks it before every change.
+                error!("irmin: journal full, a change will not be persisted");
+                None
+            }
+        }
+    }
+
+    fn is_committed(&self, ticket: u64) -> bool {
+        self.client.as_ref().is_some_and(|(p, _)| p.is_committed(ticket))
+    }
+
+    fn pending_for(&self, id: u32) -> Option<u64> {
+        self.client.as_ref().and_then(|(p, _)| p.pending_for(id))
+    }
+
+    fn is_restoring(&self) -> bool {
+        self.client.as_ref().is_some_and(|(p, _)| p.is_restoring())
+    }
+
+    fn status(&self) -> PersistStatus {
+        match &self.client {
+            Some((p, _)) => p.status(),
+            None => PersistStatus { state: "off", ..PersistStatus::default() },
+        }
+    }
+}
+
+/// The API, its persistence and the request reader.
 pub struct ApiService {
     api: Api<'static>,
+    log: Persistence,
+    prefix: &'static str,
     reader: Box<RequestReader>,
 }
 
 impl ApiService {
-    pub fn new(config: &'static Config) -> ApiService {
+    pub fn new(config: &'static Config, author: &str) -> ApiService {
         let storage: &'static mut [Rule] = Box::leak(vec![Rule::EMPTY; config.rules as usize].into_boxed_slice());
-        ApiService { api: Api::new(&ApiConfig::from_config(config), storage), reader: Box::new(RequestReader::new()) }
+        let log = Persistence::new(config.irmin.as_ref(), author);
+        if let Some(e) = &config.irmin {
+            info!("irmin: rules persisted at {} (branch {}, {}/rules/<id>); reading them back before the API serves", e.addr, e.branch, e.prefix);
+        }
+        let prefix = config.irmin.as_ref().map_or("", |e| e.prefix.as_str());
+        ApiService { api: Api::new(&ApiConfig::from_config(config), storage), log, prefix, reader: Box::new(RequestReader::new()) }
     }
 
     pub fn expire(&mut self, gw: &mut NatGateway<'_>) {
-        self.api.expire(clock::uptime_ns(), gw);
+        if !self.log.is_restoring() {
+            self.api.expire_logged(clock::uptime_ns(), gw, &mut self.log);
+        }
+    }
+
+    /// Moves the conversation with Irmin on: takes the outcome of the last
+    /// exchange, reinstalls the rules once they are read back, starts the
+    /// next exchange when one is due.
+    pub fn persist(&mut self, now_ns: u64, mgmt: &mut Mgmt, gw: &mut NatGateway<'_>) {
+        let Some((p, server)) = self.log.client.as_mut() else { return };
+        let server = *server;
+        if let Some(outcome) = mgmt.take_exchanged() {
+            let event = match outcome {
+                Exchanged::Reply { status, body } => p.on_reply(now_ns, status, &body),
+                Exchanged::Failed(why) => p.on_transport_error(now_ns, why),
+            };
+            report(&event);
+        }
+        if let Some(restored) = p.take_restored() {
+            for (path, why) in &restored.invalid {
+                warn!("irmin: skipped {path}: {why}");
+                // Its path stays the store's: new rules get other ids.
+                if let Some(id) = pih_control::irmin::doc::id_from_path(&self.prefix, path) {
+                    self.api.skip_ids_through(id);
+                }
+            }
+            let mut ok = 0usize;
+            for rule in &restored.rules {
+                match self.api.restore(now(), gw, &mut self.log, rule) {
+                    Ok(()) => {
+                        ok += 1;
+                        info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto, rule.spec.client,
+                            rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
+                    }
+                    Err(e) => warn!("irmin: rule {} not restored: {e}", rule.id),
+                }
+            }
+            info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving",
+                restored.invalid.len(), restored.rules.len() - ok);
+        }
+        let Some((p, _)) = self.log.client.as_mut() else { return };
+        if mgmt.client_idle() {
+            if let Some(exchange) = p.poll(now_ns) {
+                mgmt.start_exchange(now_ns, server, exchange.request);
+            }
+        }
     }
 
     pub fn with<'s, 'g>(&'s mut self, gw: NatGateway<'g>) -> Serving<'s, 'g> {
         Serving { svc: self, gw }
+    }
+}
+
+fn report(event: &Event) {
+    match event {
+        Event::Committed { .. } | Event::Nothing => pih_xen::debug!("irmin: {event}"),
+        Event::Restored { .. } => info!("irmin: {event}"),
+        _ => warn!("irmin: {event}"),
     }
 }
 
@@ -114,14 +248,31 @@ pub struct Serving<'s, 'g> {
 }
 
 impl Service for Serving<'_, '_> {
-    fn serve(&mut self, _now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
+    fn serve(&mut self, _now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Served> {
         // Requests are small and rare: re-read the connection's bytes so
         // far into a fresh reader instead of keeping one per connection.
         *self.svc.reader = RequestReader::new();
         match self.svc.reader.feed(request) {
             Progress::NeedMore => None,
-            _ => Some(self.svc.api.respond(now(), &mut self.gw, &self.svc.reader, out)),
+            _ => {
+                let svc = &mut *self.svc;
+                match svc.api.answer(now(), &mut self.gw, &mut svc.log, svc.reader.outcome(), out) {
+                    Answer::Ready(n) => Some(Served::Now(n)),
+                    Answer::Await(p) => Some(Served::Later(p)),
+                }
+            }
         }
+    }
+
+    fn resolve(&mut self, now_ns: u64, pending: &Pending, since_ns: u64, out: &mut [u8]) -> Option<usize> {
+        let log = &self.svc.log;
+        if pending.ticket != NO_TICKET && log.is_committed(pending.ticket) {
+            return Some(self.svc.api.finish(pending, true, out));
+        }
+        // Waiting helps only while Irmin answers; during an outage the
+        // change stays in the journal and the answer says so at once.
+        let waiting = pending.ticket != NO_TICKET && log.healthy() && now_ns.saturating_sub(since_ns) < ANSWER_WAIT_NS;
+        (!waiting).then(|| self.svc.api.finish(pending, false, out))
     }
 }
 

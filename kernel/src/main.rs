@@ -130,7 +130,8 @@ pub extern "C" fn pih_main(start_info_paddr: u64) -> ! {
         Ok(g) => g,
         Err(e) => power_off_with(format_args!("grant table: cannot set up: {e}")),
     };
-    let net = match net::Net::new(gnt, config) {
+    let author = if name.is_empty() { "pih-bridge" } else { name.as_str() };
+    let net = match net::Net::new(gnt, config, author) {
         Ok(n) => n,
         Err(e) => power_off_with(format_args!("nat: {e}")),
     };

@@ -1,7 +1,9 @@
 //! The management plane: an smoltcp stack on the management vif serving
 //! the gatekeeper API over TCP (bounded connections, request size and idle
-//! time). The HTTP/JSON logic itself is `pih_control`'s; this module moves
-//! bytes between netfront, smoltcp and that logic.
+//! time) and carrying the bridge's own HTTP exchanges with the Irmin
+//! server (one at a time, [`IrminClient`]). The HTTP/JSON logic itself is
+//! `pih_control`'s; this module moves bytes between netfront, smoltcp and
+//! that logic.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -12,6 +14,10 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+use core::net::SocketAddrV4;
+
+use pih_control::api::Pending;
+use pih_control::irmin::response::{Progress as ReplyProgress, ResponseReader};
 use pih_drivers::netfront_xs::Rings;
 
 /// Concurrent API connections; more wait in the peer's SYN backlog.
@@ -83,25 +89,144 @@ impl Device for Frames<'_> {
     }
 }
 
-/// What serves one complete request: the API (issue 5).
+/// How a complete request was answered.
+pub enum Served {
+    /// The response is in `out[..n]`.
+    Now(usize),
+    /// The answer waits for its change to be persisted; ask
+    /// [`Service::resolve`] on later polls.
+    Later(Pending),
+}
+
+/// What serves one complete request: the API.
 pub trait Service {
-    /// Given the bytes received so far on a connection, returns the
-    /// length of the response written into `out` once the request is
-    /// complete (or malformed), `None` while more bytes are needed.
-    fn serve(&mut self, now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<usize>;
+    /// Given the bytes received so far on a connection, answers once the
+    /// request is complete (or malformed); `None` while more bytes are
+    /// needed.
+    fn serve(&mut self, now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Served>;
+
+    /// The response to a held-back answer (written into `out`), or `None`
+    /// to keep waiting. `since_ns`: when the request was answered.
+    fn resolve(&mut self, now_ns: u64, pending: &Pending, since_ns: u64, out: &mut [u8]) -> Option<usize>;
 }
 
 struct Conn {
     handle: SocketHandle,
     request: Vec<u8>,
     answered: bool,
+    pending: Option<(Pending, u64)>,
     last_active: u64,
+}
+
+/// Bytes an Irmin reply may have (the rules subtree at boot is the big one:
+/// about 200 bytes per rule).
+pub const MAX_REPLY: usize = 4 << 20;
+const CLIENT_RX: usize = 32768;
+const CLIENT_TX: usize = 8192;
+/// An exchange with Irmin (connect, request, whole reply) must finish
+/// within this.
+const EXCHANGE_NS: u64 = 10_000_000_000;
+/// Local ports for our connections to Irmin (rotating, so a new
+/// connection never meets the TIME-WAIT of the previous one at the server).
+const CLIENT_PORTS: core::ops::Range<u16> = 49152..65000;
+
+/// What became of an exchange with the Irmin server.
+pub enum Exchanged {
+    Reply { status: u16, body: Vec<u8> },
+    Failed(&'static str),
+}
+
+/// One HTTP exchange at a time with the Irmin server: connect, send the
+/// request, read the reply until it is complete or the server closes.
+struct IrminClient {
+    handle: SocketHandle,
+    busy: bool,
+    request: Vec<u8>,
+    sent: usize,
+    reader: ResponseReader,
+    deadline: u64,
+    next_port: u16,
+    outcome: Option<Exchanged>,
+}
+
+impl IrminClient {
+    fn fail(&mut self, s: &mut tcp::Socket<'_>, why: &'static str) {
+        s.abort();
+        self.busy = false;
+        self.outcome = Some(Exchanged::Failed(why));
+    }
+
+    fn progress(&mut self, now_ns: u64, s: &mut tcp::Socket<'_>) -> bool {
+        if !self.busy {
+            return false;
+        }
+        let mut sent = false;
+        if s.may_send() && self.sent < self.request.len() {
+            match s.send_slice(&self.request[self.sent..]) {
+                Ok(n) => {
+                    self.sent += n;
+                    sent = n > 0;
+                }
+                Err(_) => {
+                    self.fail(s, "connection lost while sending");
+                    return true;
+                }
+            }
+        }
+        let mut buf = [0u8; 2048];
+        while s.can_recv() {
+            match s.recv_slice(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => match self.reader.feed(&buf[..n]) {
+                    Ok(ReplyProgress::Complete) => {
+                        s.close();
+                        return self.complete(s) || sent;
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        self.fail(s, "malformed HTTP reply");
+                        return true;
+                    }
+                },
+                Err(_) => break,
+            }
+        }
+        match s.state() {
+            tcp::State::Closed | tcp::State::TimeWait | tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing => {
+                // The server closed: a reply delimited by the end of the
+                // connection is complete now, anything else is truncated.
+                if self.sent == 0 && s.state() == tcp::State::Closed {
+                    self.fail(s, "connection refused or timed out");
+                } else if self.reader.finish_eof().is_ok() {
+                    s.close();
+                    self.complete(s);
+                } else {
+                    self.fail(s, "connection closed before the reply was complete");
+                }
+                return true;
+            }
+            _ => {}
+        }
+        if now_ns >= self.deadline {
+            self.fail(s, "no complete reply in time");
+            return true;
+        }
+        sent
+    }
+
+    fn complete(&mut self, _s: &mut tcp::Socket<'_>) -> bool {
+        self.busy = false;
+        let status = self.reader.status().unwrap_or(0);
+        self.outcome = Some(Exchanged::Reply { status, body: self.reader.take_body() });
+        true
+    }
 }
 
 pub struct Mgmt {
     iface: Interface,
     sockets: SocketSet<'static>,
     conns: Vec<Conn>,
+    client: IrminClient,
     port: u16,
     response: Vec<u8>,
     pub connections_served: u64,
@@ -130,9 +255,51 @@ impl Mgmt {
             let _ = s.listen(port);
             s.set_timeout(Some(Duration::from_secs(20)));
             let handle = sockets.add(s);
-            conns.push(Conn { handle, request: Vec::with_capacity(MAX_REQUEST), answered: false, last_active: now_ns });
+            conns.push(Conn { handle, request: Vec::with_capacity(MAX_REQUEST), answered: false, pending: None, last_active: now_ns });
         }
-        Mgmt { iface, sockets, conns, port, response: vec![0u8; TX_BUFFER], connections_served: 0, connections_timed_out: 0 }
+        let mut c = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; CLIENT_RX]), tcp::SocketBuffer::new(vec![0u8; CLIENT_TX]));
+        c.set_timeout(Some(Duration::from_secs(5)));
+        let client = IrminClient {
+            handle: sockets.add(c),
+            busy: false,
+            request: Vec::new(),
+            sent: 0,
+            reader: ResponseReader::new(MAX_REPLY),
+            deadline: 0,
+            next_port: CLIENT_PORTS.start + (now_ns % 4096) as u16,
+            outcome: None,
+        };
+        Mgmt { iface, sockets, conns, client, port, response: vec![0u8; TX_BUFFER], connections_served: 0, connections_timed_out: 0 }
+    }
+
+    /// Whether an exchange with Irmin may start.
+    pub fn client_idle(&self) -> bool {
+        !self.client.busy && self.client.outcome.is_none()
+    }
+
+    /// Starts an exchange: connects to `server` and sends `request`; the
+    /// outcome comes from [`Self::take_exchanged`] after later polls.
+    pub fn start_exchange(&mut self, now_ns: u64, server: SocketAddrV4, request: Vec<u8>) {
+        let c = &mut self.client;
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        s.abort();
+        let port = c.next_port;
+        c.next_port = if port + 1 >= CLIENT_PORTS.end { CLIENT_PORTS.start } else { port + 1 };
+        let o = server.ip().octets();
+        let remote = (IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), server.port());
+        c.request = request;
+        c.sent = 0;
+        c.reader = ResponseReader::new(MAX_REPLY);
+        c.deadline = now_ns + EXCHANGE_NS;
+        match s.connect(self.iface.context(), remote, port) {
+            Ok(()) => c.busy = true,
+            Err(_) => c.outcome = Some(Exchanged::Failed("cannot open a connection")),
+        }
+    }
+
+    /// The outcome of the last exchange, once it has one.
+    pub fn take_exchanged(&mut self) -> Option<Exchanged> {
+        self.client.outcome.take()
     }
 
     /// Feeds one received frame (or none, for timers) through the stack
@@ -156,15 +323,32 @@ impl Mgmt {
                         break;
                     }
                 }
-                if let Some(n) = service.serve(now_ns, &c.request, &mut self.response) {
+                match service.serve(now_ns, &c.request, &mut self.response) {
+                    Some(Served::Now(n)) => {
+                        let _ = s.send_slice(&self.response[..n]);
+                        s.close();
+                        c.answered = true;
+                        sent = true;
+                        self.connections_served += 1;
+                    }
+                    Some(Served::Later(p)) => {
+                        c.answered = true;
+                        c.pending = Some((p, now_ns));
+                    }
+                    None => {}
+                }
+            }
+            if let Some((p, since)) = c.pending {
+                if let Some(n) = service.resolve(now_ns, &p, since, &mut self.response) {
                     let _ = s.send_slice(&self.response[..n]);
                     s.close();
-                    c.answered = true;
+                    c.pending = None;
+                    c.last_active = now_ns;
                     sent = true;
                     self.connections_served += 1;
                 }
             }
-            if s.is_active() && now_ns.saturating_sub(c.last_active) > IDLE_NS {
+            if c.pending.is_none() && s.is_active() && now_ns.saturating_sub(c.last_active) > IDLE_NS {
                 s.abort();
                 self.connections_timed_out += 1;
             }
@@ -172,12 +356,15 @@ impl Mgmt {
                 // Closed (or aborted): back to listening for the next one.
                 c.request.clear();
                 c.answered = false;
+                c.pending = None;
                 c.last_active = now_ns;
                 let _ = s.listen(self.port);
             } else if s.state() == tcp::State::Listen {
                 c.last_active = now_ns;
             }
         }
+        let cs = self.sockets.get_mut::<tcp::Socket>(self.client.handle);
+        sent |= self.client.progress(now_ns, cs);
         if sent {
             let mut dev = Frames { rx: None, rings: dev.rings };
             self.iface.poll(instant(now_ns), &mut dev, &mut self.sockets);

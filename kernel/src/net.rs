@@ -149,7 +149,7 @@ pub fn role_name(r: Role) -> &'static str {
 }
 
 impl Net {
-    pub fn new(gnt: GrantTable, config: &'static Config) -> Result<Net, &'static str> {
+    pub fn new(gnt: GrantTable, config: &'static Config, name: &str) -> Result<Net, &'static str> {
         let mut vifs = Vec::new();
         for role in [Role::External, Role::Internal, Role::Management] {
             let c = config.cidr(role);
@@ -169,7 +169,7 @@ impl Net {
         let nat = Nat::new(&nat_config, seed()).map_err(|_| "translation table configuration refused")?;
         info!("nat: translation table for {} flows ready", nat.table().capacity());
         Ok(Net { gnt, vifs, nat, refused_logged: (0, 0), forward_failed: 0, icmp_ident: 0,
-            mgmt: None, api: Box::new(ApiService::new(config)), api_port: config.port })
+            mgmt: None, api: Box::new(ApiService::new(config, name)), api_port: config.port })
     }
 
     /// Finds the vifs in xenstore and starts following them; also watches
@@ -316,6 +316,7 @@ impl Net {
                 if let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) {
                     let mut gw = NatGateway { nat: &mut self.nat, vifs: &stats };
                     self.api.expire(&mut gw);
+                    self.api.persist(now, m, &mut gw);
                     m.poll(now, None, rings, &mut self.api.with(gw));
                 }
             } else {

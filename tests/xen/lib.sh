@@ -20,14 +20,25 @@ fail() { printf '%s\n' "$*" >&2; exit 1; }
 # console_log NAME: path of the guest console log written by xenconsoled.
 console_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
 
+# log_mark NAME: later wait_for_log/expect_log calls look only at lines
+# NAME's console log gets from now on (xenconsoled appends across
+# xl destroy / xl create of the same name).
+LOG_SKIP=0
+log_mark() {
+  local f
+  f=$(console_log "$1")
+  LOG_SKIP=$( [ -f "$f" ] && wc -l < "$f" || echo 0)
+}
+
 # wait_for_log NAME REGEX TIMEOUT_S: wait until a line of NAME's console
-# log matches the extended regex. Returns 1 on timeout.
+# log (after log_mark's mark) matches the extended regex. Returns 1 on
+# timeout.
 wait_for_log() {
   local f end
   f=$(console_log "$1")
   end=$(( $(date +%s) + $3 ))
   while :; do
-    [ -f "$f" ] && tr -d '\r' < "$f" | grep -Eq -- "$2" && return 0
+    [ -f "$f" ] && tail -n "+$((LOG_SKIP + 1))" "$f" | tr -d '\r' | grep -Eq -- "$2" && return 0
     [ "$(date +%s)" -ge "$end" ] && return 1
     sleep 0.2
   done

@@ -148,6 +148,8 @@ nat_up() {
   local r
   need_flowgen
   net_hosts_up ext int ${NAT_ROLES:-}
+  # A command to run once the hosts exist (e.g. irmin_start).
+  [ -z "${NAT_BEFORE_CREATE:-}" ] || $NAT_BEFORE_CREATE
   pih_create "$@"
   expect_log "$PIH_DOM" 'ready' 60
   wait_vif_connected ext 60
@@ -191,3 +193,38 @@ tcp_counters() {
           printf "%s=%s ", k[i], v[i]
     }' | sed 's/ $//'
 }
+
+# --- Irmin --------------------------------------------------------------
+# The Irmin double (tools/irmin-graphql-double) in pih-mgmt, with its store
+# in files under $IRMIN_ROOT (one directory per branch; every value a file
+# under <branch>/tree/, every commit a line of <branch>/commits).
+IRMIN=10.0.1.1:8081
+IRMIN_ROOT=/tmp/irmin-store
+IRMIN_RULES=$IRMIN_ROOT/main/tree/bridge/rules
+BR_API=10.0.1.3:8080
+
+# irmin_start [OPTS...]: start it in pih-mgmt (the namespace must exist) and
+# wait until it listens; the store survives restarts.
+irmin_start() {
+  mkdir -p "$IRMIN_ROOT"
+  bg_start irmin mgmt irmin-graphql-double --listen "$IRMIN" --root "$IRMIN_ROOT" "$@"
+  wait_output irmin "^listening on " 20 \
+    || fail "irmin-graphql-double did not start: $(tail -n2 "$(bg_out irmin)" | tr '\n' ' ')"
+}
+irmin_stop() { bg_stop irmin; }
+
+# irmin_cmdline: the xl override giving the shipped command line irmin=.
+irmin_cmdline() {
+  local base
+  base=$(sed -n 's/^cmdline *= *"\(.*\)"$/\1/p' "$PIH_CFG")
+  [ -n "$base" ] || fail "no cmdline in $PIH_CFG"
+  printf 'cmdline="%s irmin=%s"' "$base" "$IRMIN"
+}
+
+# pihctl_json ARGS...: pihctl --json against the bridge, from pih-mgmt.
+pihctl_json() { host_exec mgmt pihctl --bridge "$BR_API" --json "$@"; }
+
+# json_num KEY JSON / json_str KEY JSON: a top-level-ish field of a JSON
+# answer (first match; enough for the bridge's flat answers).
+json_num() { printf '%s\n' "$2" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" | head -n1; }
+json_val() { printf '%s\n' "$2" | sed -n "s/.*\"$1\":\([a-z0-9]*\).*/\1/p" | head -n1; }

@@ -1,0 +1,41 @@
+# irmin-corrupt: documents in the store that are not valid rules (bad
+# JSON, a wrong field, an id that does not match its path, a path that is
+# not a rule id) are reported at boot and skipped; the valid ones are
+# restored with their ports, and nothing in the store is deleted.
+# timeout: 300
+. /tests/netlib.sh
+rm -rf "$IRMIN_ROOT"
+mkdir -p "$IRMIN_RULES"
+doc() { # ID CLIENT DST_PORT EXT_PORT
+  printf '{"v":1,"id":%s,"proto":"tcp","ip":"%s","dst_ip":"192.168.252.10","dst_port":%s,"port":%s,"expires_at":null}' "$@"
+}
+doc 1 10.0.0.1 7001 30001 > "$IRMIN_RULES/1"
+printf '{"v":1,"id":2,"proto":"tcp",' > "$IRMIN_RULES/2"
+doc 3 10.0.0.1 7003 30003 > "$IRMIN_RULES/3"
+doc 4 10.0.0.1 7004 30004 | sed 's/"ip":"10.0.0.1"/"ip":"10.0.0.999"/' > "$IRMIN_RULES/4"
+doc 9 10.0.0.1 7005 30005 > "$IRMIN_RULES/5"
+doc 6 10.0.0.1 7006 30006 > "$IRMIN_RULES/notanid"
+for f in "$IRMIN_RULES"/*; do note "store ${f#"$IRMIN_ROOT"/}: $(cat "$f")"; done
+
+NAT_ROLES="mgmt" NAT_BEFORE_CREATE=irmin_start nat_up "$(irmin_cmdline)"
+expect_log "$PIH_DOM" 'irmin: 2 rules restored, 4 documents skipped' 60
+for what in 'rules/2' 'rules/4' 'rules/5' 'rules/notanid'; do
+  expect_log "$PIH_DOM" "irmin: skipped .*$what" 5
+done
+tr -d '\r' < "$(console_log "$PIH_DOM")" | grep 'irmin: skipped' | while read -r l; do note "console: $l"; done
+
+list=$(pihctl_json list)
+note "rules: $list"
+[ "$(json_num total "$list")" = 2 ] || fail "want the 2 valid rules: $list"
+printf '%s\n' "$list" | grep -q '"id":1,[^}]*"port":30001' || fail "rule 1 not restored on port 30001: $list"
+printf '%s\n' "$list" | grep -q '"id":3,[^}]*"port":30003' || fail "rule 3 not restored on port 30003: $list"
+flowgen_bg svc int tcp-server --listen 192.168.252.10:7001
+out=$(host_exec ext "$FLOWGEN" tcp-clients --connect 10.0.0.2:30001 --count 2 --timeout-ms 10000)
+note "client on rule 1: $(summary "$out")"
+[ "$(field ok "$(summary "$out")")" = 2 ] || fail "restored rule 1 does not work: $(summary "$out")"
+for f in 2 4 5 notanid; do
+  [ -f "$IRMIN_RULES/$f" ] || fail "the invalid document $f was deleted from the store"
+done
+ans=$(pihctl_json insert 10.0.0.3 192.168.252.10:7001) || fail "insert: $ans"
+note "insert: $ans"
+[ "$(json_num id "$ans")" -gt 5 ] || fail "a new rule got an id whose path the store already uses: $ans"
