@@ -30,7 +30,7 @@ kernel: setup ## build the unikernel ELF at build/pih-bridge (default)
 	@cp $(KERNEL_SRC) $(KERNEL)
 	@printf 'kernel: %s, %s bytes\n' $(KERNEL) "$$(stat -c %s $(KERNEL))"
 
-tools: ## build the dom0 tools (flowgen, pihctl) into build/tools/
+tools: ## build the dom0 tools (flowgen, pihctl, irmin-graphql-double) into build/tools/
 	cargo build --release $(addprefix -p ,$(TOOLS))
 	@mkdir -p build/tools
 	@for t in $(TOOLS); do cp "$(TOOLS_SRC)/$$t" build/tools/ || exit 1; done

@@ -11,7 +11,13 @@ for dir in */fuzz; do
         echo "fuzz: $dir $target for ${secs}s"
         log="build/fuzz-${dir%/fuzz}-$target.log"
         mkdir -p build
-        if (cd "$dir" && cargo +nightly fuzz run "$target" -- -max_total_time="$secs") >"$log" 2>&1; then
+        # A dictionary next to the target (fuzz/<target>.dict) and seed
+        # inputs (fuzz/seeds/<target>/) help the structured formats.
+        extra=()
+        [ -f "$dir/$target.dict" ] && extra+=("-dict=$target.dict")
+        corpus=()
+        [ -d "$dir/seeds/$target" ] && corpus=("corpus/$target" "seeds/$target") && mkdir -p "$dir/corpus/$target"
+        if (cd "$dir" && cargo +nightly fuzz run "$target" "${corpus[@]}" -- -max_total_time="$secs" "${extra[@]}") >"$log" 2>&1; then
             grep -E "^Done|DONE" "$log" | tail -1
         else
             echo "fuzz: $dir $target FAILED, see $log"; failed=1

@@ -230,7 +230,7 @@ impl ApiService {
 fn report(event: &Event) {
     match event {
         Event::Committed { .. } | Event::Nothing => pih_xen::debug!("irmin: {event}"),
-        Event::Restored { .. } => info!("irmin: {event}"),
+        Event::Restored { .. } => pih_xen::debug!("irmin: {event}"),
         _ => warn!("irmin: {event}"),
     }
 }
