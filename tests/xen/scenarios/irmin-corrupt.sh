@@ -1,7 +1,9 @@
-# irmin-corrupt: documents in the store that are not valid rules (bad
-# JSON, a wrong field, an id that does not match its path, a path that is
-# not a rule id) are reported at boot and skipped; the valid ones are
-# restored with their ports, and nothing in the store is deleted.
+# irmin-corrupt: the bridge boots while Irmin is down: its API answers
+# only /health ("restoring") until the rules are read back. Then documents
+# in the store that are not valid rules (bad JSON, a wrong field, an id
+# that does not match its path, a path that is not a rule id) are reported
+# and skipped; the valid ones are restored with their ports, and nothing
+# in the store is deleted.
 # timeout: 300
 . /tests/netlib.sh
 rm -rf "$IRMIN_ROOT"
@@ -17,7 +19,16 @@ doc 9 10.0.0.1 7005 30005 > "$IRMIN_RULES/5"
 doc 6 10.0.0.1 7006 30006 > "$IRMIN_RULES/notanid"
 for f in "$IRMIN_RULES"/*; do note "store ${f#"$IRMIN_ROOT"/}: $(cat "$f")"; done
 
-NAT_ROLES="mgmt" NAT_BEFORE_CREATE=irmin_start nat_up "$(irmin_cmdline)"
+NAT_ROLES="mgmt" nat_up "$(irmin_cmdline)"
+wait_ping mgmt 10.0.1.3 20 || fail "the management address does not answer"
+health=$(pihctl_json health)
+note "health with Irmin down: $health"
+printf '%s\n' "$health" | grep -q '"status":"restoring"' || fail "health does not say restoring: $health"
+ans=$(pihctl_json insert 10.0.0.3 192.168.252.10:7001 2>&1) && fail "insert answered while restoring: $ans"
+note "insert while restoring: $ans"
+printf '%s\n' "$ans" | grep -q 'restoring' || fail "insert while restoring: want the 503 restoring answer, got: $ans"
+irmin_start
+note "irmin started"
 expect_log "$PIH_DOM" 'irmin: 2 rules restored, 4 documents skipped' 60
 for what in 'rules/2' 'rules/4' 'rules/5' 'rules/notanid'; do
   expect_log "$PIH_DOM" "irmin: skipped .*$what" 5

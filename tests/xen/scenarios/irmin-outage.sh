@@ -1,7 +1,9 @@
 # irmin-outage: with the Irmin server stopped, inserts and removes still
 # take effect at once and answer "persisted":false; /health shows the
 # backlog; once Irmin is back the journal is flushed in order and the
-# store holds exactly what the bridge enforces.
+# store holds exactly what the bridge enforces. Then Irmin answers every
+# write with a resolver error (read-only): the same, until it accepts
+# writes again.
 # timeout: 420
 . /tests/netlib.sh
 rm -rf "$IRMIN_ROOT"
@@ -59,3 +61,27 @@ note "commits: $order"
 ans=$(pihctl_json insert 10.0.0.1 192.168.252.10:7003) || fail "insert after the outage: $ans"
 note "insert 3: $ans"
 [ "$(json_val persisted "$ans")" = true ] || fail "want persisted:true once Irmin is back: $ans"
+
+# Irmin up but refusing writes (200 with errors and a null field).
+irmin_stop
+irmin_start --read-only
+note "irmin read-only"
+ans=$(pihctl_json insert 10.0.0.1 192.168.252.10:7004) || fail "insert with a read-only Irmin: $ans"
+note "insert 4: $ans"
+[ "$(json_val persisted "$ans")" = false ] || fail "want persisted:false while Irmin refuses writes: $ans"
+end=$(( $(date +%s) + 20 ))
+until health=$(pihctl_json health); printf '%s\n' "$health" | grep -q 'read-only'; do
+  [ "$(date +%s)" -ge "$end" ] && fail "health does not report Irmin's error: $health"
+  sleep 1
+done
+note "health with a read-only Irmin: $health"
+[ "$(json_num backlog "$health")" = 1 ] || fail "want a backlog of 1: $health"
+[ ! -e "$IRMIN_RULES/4" ] || fail "a read-only Irmin stored rule 4?"
+irmin_stop
+irmin_start
+end=$(( $(date +%s) + 90 ))
+until [ "$(json_num backlog "$(pihctl_json health)")" = 0 ]; do
+  [ "$(date +%s)" -ge "$end" ] && fail "backlog not flushed after Irmin accepted writes again: $(pihctl_json health)"
+  sleep 1
+done
+[ -f "$IRMIN_RULES/4" ] || fail "rule 4 is not in the store after the flush"
