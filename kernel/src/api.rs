@@ -222,6 +222,20 @@ impl ApiService {
         }
     }
 
+    /// Rule changes waiting for Irmin.
+    pub fn persistence_backlog(&self) -> u64 {
+        self.log.status().backlog
+    }
+
+    /// One line for the periodic report.
+    pub fn report(&self) {
+        let st = self.log.status();
+        if st.state != "off" {
+            info!("irmin: {}, backlog {} of {}, {} committed, {} failed attempts, {} conflicts",
+                st.state, st.backlog, st.capacity, st.committed, st.failures, st.conflicts);
+        }
+    }
+
     pub fn with<'s, 'g>(&'s mut self, gw: NatGateway<'g>) -> Serving<'s, 'g> {
         Serving { svc: self, gw }
     }

@@ -17,6 +17,8 @@ const SHUTDOWN_TOKEN: &str = "shutdown";
 const TICK_NS: u64 = 1_000_000_000;
 /// How often the per-vif counters go to the log.
 const REPORT_NS: u64 = 600_000_000_000;
+/// How long a shutdown waits for the Irmin journal to drain.
+const DRAIN_NS: u64 = 3_000_000_000;
 
 /// Lists `device/vif/*` with the role each devid plays.
 pub fn report_vifs(xs: &mut Xs, config: &Config) {
@@ -84,7 +86,7 @@ pub fn run(mut xs: Xs, mut net: Net) -> ! {
         }
         while let Some(ev) = xs.poll_watch() {
             if ev.token == SHUTDOWN_TOKEN {
-                handle_shutdown_request(&mut xs, &net);
+                handle_shutdown_request(&mut xs, &mut net, xs_port);
             } else {
                 net.on_watch(&mut xs, &ev.token);
             }
@@ -96,7 +98,7 @@ pub fn run(mut xs: Xs, mut net: Net) -> ! {
     }
 }
 
-fn handle_shutdown_request(xs: &mut Xs, net: &Net) {
+fn handle_shutdown_request(xs: &mut Xs, net: &mut Net, xs_port: events::Port) {
     let request = match xs.read(SHUTDOWN_PATH) {
         Ok(v) => v,
         Err(e) if e.is_not_found() => return,
@@ -120,7 +122,31 @@ fn handle_shutdown_request(xs: &mut Xs, net: &Net) {
     }
     let what = if reason == sched::ShutdownReason::Reboot { "reboot" } else { "poweroff" };
     info!("shutdown: {what} requested by the toolstack");
+    drain_journal(net, xs_port, what);
     net.report();
     log::flush();
     sched::shutdown(reason)
+}
+
+/// Gives rule changes still waiting for Irmin a short chance to be
+/// committed before the domain goes (the journal lives in memory).
+fn drain_journal(net: &mut Net, xs_port: events::Port, what: &str) {
+    let backlog = net.persistence_backlog();
+    if backlog == 0 {
+        return;
+    }
+    info!("shutdown: {backlog} rule changes waiting for Irmin; up to {} ms to commit them", DRAIN_NS / 1_000_000);
+    let deadline = clock::uptime_ns() + DRAIN_NS;
+    while net.persistence_backlog() > 0 && clock::uptime_ns() < deadline {
+        if !net.poll(clock::uptime_ns()) {
+            let mut ports: heapless::Vec<events::Port, 8> = heapless::Vec::new();
+            let _ = ports.push(xs_port);
+            net.ports(&mut ports);
+            let _ = events::poll(&ports, clock::system_time_ns() + 20_000_000);
+        }
+    }
+    let left = net.persistence_backlog();
+    if left > 0 {
+        warn!("shutdown: {left} rule changes not committed to Irmin are lost with this {what}");
+    }
 }

@@ -407,6 +407,11 @@ impl Net {
         }
     }
 
+    /// Rule changes waiting for Irmin.
+    pub fn persistence_backlog(&self) -> u64 {
+        self.api.persistence_backlog()
+    }
+
     /// One line per vif for the log.
     pub fn report(&self) {
         for nv in &self.vifs {
@@ -422,5 +427,6 @@ impl Net {
         let c = self.nat.counters();
         info!("nat: {} flows active, {} packets dropped ({} table full), {} not forwarded",
             self.nat.table().len(), c.dropped_total(), c.dropped(DropReason::TableFull), self.forward_failed);
+        self.api.report();
     }
 }
