@@ -141,6 +141,15 @@ pub trait Gateway {
 
     /// Fills in the counters (`out` starts as `StatsSnapshot::default()`).
     fn stats(&self, out: &mut StatsSnapshot);
+
+    /// Makes `ext_port` available to a rule restored from the persistent
+    /// store, which must get exactly that port back: a dynamic mapping that
+    /// took it meanwhile is dropped (with its flows, returned). A port held
+    /// by another rule stays as it is (`insert_rule` then refuses).
+    fn claim_port(&mut self, now_ns: u64, proto: Proto, ext_port: u16) -> usize {
+        let _ = (now_ns, proto, ext_port);
+        0
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -739,6 +748,7 @@ impl<'r> Api<'r> {
         if self.rules.is_full() {
             return Err(RestoreRefused::Store(RestoreError::Full));
         }
+        gw.claim_port(now.mono_ns, rule.spec.proto, rule.ext_port);
         let port = gw
             .insert_rule(now.mono_ns, &rule.spec, Some(rule.ext_port))
             .map_err(RestoreRefused::Gateway)?;

@@ -73,6 +73,16 @@ impl Gateway for NatGateway<'_> {
         self.nat.remove_static(now_ns, protocol(proto), ext_port).map_err(rule_error)
     }
 
+    fn claim_port(&mut self, now_ns: u64, proto: Proto, ext_port: u16) -> usize {
+        match self.nat.table_mut().evict_port(now_ns, protocol(proto), ext_port) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => {
+                warn!("irmin: port {proto} {ext_port} of a restored rule was taken by a dynamic mapping: {n} flows dropped");
+                n
+            }
+        }
+    }
+
     fn stats(&self, out: &mut StatsSnapshot) {
         for v in self.vifs {
             let _ = out.vifs.push(*v);
@@ -208,7 +218,10 @@ impl ApiService {
                         info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto, rule.spec.client,
                             rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
                     }
-                    Err(e) => warn!("irmin: rule {} not restored: {e}", rule.id),
+                    Err(e) => {
+                        warn!("irmin: rule {} not restored: {e}", rule.id);
+                        self.api.skip_ids_through(rule.id);
+                    }
                 }
             }
             info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving",

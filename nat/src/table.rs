@@ -1698,6 +1698,51 @@ impl TranslationTable {
         Ok(removed)
     }
 
+    /// Frees `ext_port` for a static mapping that must have exactly this
+    /// port (a rule restored from the persistent store, whose port a
+    /// dynamic mapping took while the rules were being read back): drops
+    /// the dynamic mapping holding it, with every flow under it (their
+    /// packets find nothing from then on), and ends the port's cooling.
+    /// Returns the number of flows removed. `PortBusy` for a port that is
+    /// reserved or held by a static mapping. A management operation: it
+    /// scans the flow array.
+    pub fn evict_port(
+        &mut self,
+        now_ns: u64,
+        protocol: Protocol,
+        ext_port: u16,
+    ) -> Result<usize, StaticError> {
+        if protocol == Protocol::Icmp || ext_port == 0 {
+            return Err(StaticError::Unsupported);
+        }
+        if self.is_reserved_raw(protocol, ext_port) {
+            return Err(StaticError::PortBusy);
+        }
+        let now = secs(now_ns);
+        let s = self.port_state(protocol, ext_port);
+        let mut removed = 0usize;
+        if s & IN_USE != 0 {
+            let m = s & !IN_USE;
+            match self.mappings.get(m as usize) {
+                Some(mm) if !mm.is_static => {}
+                _ => return Err(StaticError::PortBusy),
+            }
+            // The mapping goes with its last flow (release_mapping).
+            for i in 0..self.flows.len() {
+                let hit = self
+                    .flows
+                    .get(i)
+                    .is_some_and(|f| f.proto != 0 && f.mapping == m);
+                if hit && self.free_flow(i as u32, now) {
+                    removed = removed.wrapping_add(1);
+                    bump(&mut self.stats.removed);
+                }
+            }
+        }
+        self.set_port_state(protocol, ext_port, 0);
+        Ok(removed)
+    }
+
     // -------------------------------------------------------------- expiry
 
     fn wheel_link(&mut self, i: u32, sched: u32) {

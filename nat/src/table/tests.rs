@@ -921,3 +921,41 @@ fn entry_sizes() {
     assert_eq!(core::mem::size_of::<Link>(), 12);
     assert_eq!(core::mem::size_of::<Mapping>(), 24);
 }
+
+#[test]
+fn evict_port_frees_a_dynamic_port_for_a_restored_rule() {
+    let mut t = table(64, 40000..=40003);
+    let remote = ip(203, 0, 113, 1);
+    let k1 = out_key(Protocol::Tcp, 5, 1111, remote, 80);
+    let k2 = out_key(Protocol::Tcp, 5, 1111, ip(203, 0, 113, 2), 80);
+    let port = establish(&mut t, 0, &k1);
+    // The same mapping (endpoint-independent): two flows on one port.
+    assert_eq!(t.outbound(0, &k2, SYN_F).unwrap(), port);
+    let client = ip(198, 51, 100, 7);
+    let server = ip(192, 168, 252, 9);
+    assert_eq!(
+        t.insert_static(S, Protocol::Tcp, port, client, server, 22),
+        Err(StaticError::PortBusy)
+    );
+    assert_eq!(t.evict_port(S, Protocol::Tcp, port), Ok(2));
+    assert!(t.find_outbound(S, &k1).is_none());
+    assert!(t.find_outbound(S, &k2).is_none());
+    check_invariants(&t, S);
+    // Not cooling: the rule gets the port at once.
+    t.insert_static(S, Protocol::Tcp, port, client, server, 22)
+        .unwrap();
+    check_invariants(&t, S);
+    // A static mapping's port is not evicted.
+    assert_eq!(
+        t.evict_port(S, Protocol::Tcp, port),
+        Err(StaticError::PortBusy)
+    );
+    // A cooling port only stops cooling; a free one is left as it is.
+    let k3 = out_key(Protocol::Udp, 6, 2222, remote, 53);
+    let p3 = t.outbound(0, &k3, 0).unwrap();
+    t.expire(3600 * S, 1 << 20);
+    assert!(t.find_outbound(3600 * S, &k3).is_none());
+    assert!(!t.reserve_port(3600 * S, Protocol::Udp, p3), "cooling");
+    assert_eq!(t.evict_port(3600 * S, Protocol::Udp, p3), Ok(0));
+    assert!(t.reserve_port(3600 * S, Protocol::Udp, p3));
+}
