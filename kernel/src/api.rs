@@ -23,6 +23,8 @@ use pih_xen::{clock, error, info, shared_info, warn};
 
 use crate::mgmt::{Exchanged, Mgmt, Served, Service};
 
+/// Up to this many restored rules are logged one by one.
+const RESTORE_LINES: usize = 32;
 /// Changes that may wait for Irmin.
 pub const JOURNAL_CAPACITY: usize = 1024;
 /// How long an answer waits for its change to be committed while Irmin
@@ -215,8 +217,11 @@ impl ApiService {
                 match self.api.restore(now(), gw, &mut self.log, rule) {
                     Ok(()) => {
                         ok += 1;
-                        info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto, rule.spec.client,
-                            rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
+                        // One line per rule for a handful; the summary below for many.
+                        if restored.rules.len() <= RESTORE_LINES {
+                            info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto,
+                                rule.spec.client, rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
+                        }
                     }
                     Err(e) => {
                         warn!("irmin: rule {} not restored: {e}", rule.id);
@@ -224,8 +229,8 @@ impl ApiService {
                     }
                 }
             }
-            info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving",
-                restored.invalid.len(), restored.rules.len() - ok);
+            info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving ({} ms after boot)",
+                restored.invalid.len(), restored.rules.len() - ok, clock::uptime_ns() / 1_000_000);
         }
         let Some((p, _)) = self.log.client.as_mut() else { return };
         if mgmt.client_idle() {

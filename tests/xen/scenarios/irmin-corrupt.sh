@@ -3,8 +3,9 @@
 # in the store that are not valid rules (bad JSON, a wrong field, an id
 # that does not match its path, a path that is not a rule id) are reported
 # and skipped; the valid ones are restored with their ports, and nothing
-# in the store is deleted.
-# timeout: 300
+# in the store is deleted. Last, 1,000 more rules in the store: a restart
+# reinstalls all of them (METRIC: how long after boot the API serves).
+# timeout: 420
 . /tests/netlib.sh
 rm -rf "$IRMIN_ROOT"
 mkdir -p "$IRMIN_RULES"
@@ -50,3 +51,25 @@ done
 ans=$(pihctl_json insert 10.0.0.3 192.168.252.10:7001) || fail "insert: $ans"
 note "insert: $ans"
 [ "$(json_num id "$ans")" -gt 5 ] || fail "a new rule got an id whose path the store already uses: $ans"
+
+# Scale: 1,000 more documents, then a restart.
+for i in $(seq 1000 1999); do
+  doc "$i" 10.0.0.1 $((i + 10000)) $((i + 40000)) > "$IRMIN_RULES/$i"
+done
+total=$(json_num total "$(pihctl_json list)")
+log_mark "$PIH_DOM"
+xl destroy "$PIH_DOM" || fail "xl destroy failed"
+wait_domain_gone "$PIH_DOM" 30 || fail "$PIH_DOM still exists after xl destroy"
+pih_create "$(irmin_cmdline)"
+expect_log "$PIH_DOM" "irmin: $((total + 1000)) rules restored, 4 documents skipped" 120
+line=$(tail -n "+$((LOG_SKIP + 1))" "$(console_log "$PIH_DOM")" | tr -d '\r' | grep 'rules restored' | tail -n1)
+note "$line"
+echo "METRIC irmin-corrupt: $((total + 1000)) rules restored, API serving $(printf '%s\n' "$line" | sed -n 's/.*(\([0-9]*\) ms after boot).*/\1/p') ms after boot"
+wait_ping mgmt 10.0.1.3 20 || fail "the management address does not answer after the restart"
+list=$(pihctl_json list)
+[ "$(json_num total "$list")" = $((total + 1000)) ] || fail "want $((total + 1000)) rules after the restart: $(json_num total "$list")"
+flowgen_bg svc2 int tcp-server --listen 192.168.252.10:11999
+wait_ping ext 10.0.0.2 20 || fail "the external address does not answer after the restart"
+out=$(host_exec ext "$FLOWGEN" tcp-clients --connect 10.0.0.2:41999 --count 2 --timeout-ms 10000)
+note "client on rule 1999: $(summary "$out")"
+[ "$(field ok "$(summary "$out")")" = 2 ] || fail "restored rule 1999 does not work: $(summary "$out")"
