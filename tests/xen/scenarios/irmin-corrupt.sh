@@ -64,7 +64,8 @@ pih_create "$(irmin_cmdline)"
 expect_log "$PIH_DOM" "irmin: $((total + 1000)) rules restored, 4 documents skipped" 120
 line=$(tail -n "+$((LOG_SKIP + 1))" "$(console_log "$PIH_DOM")" | tr -d '\r' | grep 'rules restored' | tail -n1)
 note "$line"
-echo "METRIC irmin-corrupt: $((total + 1000)) rules restored, API serving $(printf '%s\n' "$line" | sed -n 's/.*(\([0-9]*\) ms after boot).*/\1/p') ms after boot"
+echo "METRIC restored_rules $((total + 1000))"
+echo "METRIC api_serving_after_boot_ms $(printf '%s\n' "$line" | sed -n 's/.*(\([0-9]*\) ms after boot).*/\1/p')"
 wait_ping mgmt 10.0.1.3 20 || fail "the management address does not answer after the restart"
 list=$(pihctl_json list)
 [ "$(json_num total "$list")" = $((total + 1000)) ] || fail "want $((total + 1000)) rules after the restart: $(json_num total "$list")"

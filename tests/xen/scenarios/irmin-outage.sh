@@ -46,7 +46,7 @@ until [ "$(json_num backlog "$(pihctl_json health)")" = 0 ]; do
   [ "$(date +%s)" -ge "$end" ] && fail "backlog not flushed within 90 s: $(pihctl_json health)"
   sleep 1
 done
-echo "METRIC irmin-outage: backlog of 3 flushed $(( $(date +%s) - t0 )) s after Irmin came back"
+echo "METRIC backlog_flushed_after_s $(( $(date +%s) - t0 ))"
 health=$(pihctl_json health)
 note "health after: $health"
 printf '%s\n' "$health" | grep -q '"status":"ok"' || fail "health not ok after the flush: $health"

@@ -53,7 +53,7 @@ pih_create "$(irmin_cmdline)"
 expect_log "$PIH_DOM" 'ready' 60
 expect_log "$PIH_DOM" 'irmin: 3 rules restored, 0 documents skipped' 60
 t1=$(ts)
-echo "METRIC irmin-restore: xl destroy to 3 rules restored $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+echo "METRIC destroy_to_restored_s $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
 wait_vif_connected ext 60
 wait_vif_connected int 60
 for r in ext ext2 int mgmt; do
