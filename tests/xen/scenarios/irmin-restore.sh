@@ -3,6 +3,8 @@
 # after xl destroy + xl create it reads them back before the API serves:
 # the same rules, ids and external ports (and the TTL keeps running), and
 # the external clients connect again without the gatekeeper doing anything.
+# A rule whose TTL ran out while the bridge was down is not reinstalled and
+# its document goes; one that runs out while it runs goes from the store too.
 # timeout: 480
 . /tests/netlib.sh
 rm -rf "$IRMIN_ROOT"
@@ -45,13 +47,17 @@ connect ext2 "${PORT[c]}" "rule c before restart"
 
 before=$(pihctl_json list)
 note "rules before: $before"
+# A rule whose TTL runs out while the bridge is down.
+insert d 10.0.0.3 192.168.252.10:7002 --ttl 2
+[ -f "$IRMIN_RULES/4" ] || fail "no document for rule 4"
 log_mark "$PIH_DOM"
 t0=$(ts)
 xl destroy "$PIH_DOM" || fail "xl destroy failed"
 wait_domain_gone "$PIH_DOM" 30 || fail "$PIH_DOM still exists after xl destroy"
 pih_create "$(irmin_cmdline)"
 expect_log "$PIH_DOM" 'ready' 60
-expect_log "$PIH_DOM" 'irmin: 3 rules restored, 0 documents skipped' 60
+expect_log "$PIH_DOM" 'irmin: 3 rules restored, 0 documents skipped, 1 not reinstalled' 60
+expect_log "$PIH_DOM" 'irmin: rule 4 not restored: its TTL ran out' 5
 t1=$(ts)
 echo "METRIC destroy_to_restored_s $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
 wait_vif_connected ext 60
@@ -77,8 +83,25 @@ connect ext2 "${PORT[c]}" "rule c after restart"
 out=$(host_exec ext2 "$FLOWGEN" tcp-clients --connect "10.0.0.2:${PORT[a]}" --count 1 --timeout-ms 3000 --expect-ok 0)
 [ "$(field ok "$(summary "$out")")" = 0 ] || fail "after the restart another host used rule a's port"
 
+wait_gone() { # FILE WHAT
+  local end=$(( $(date +%s) + 15 ))
+  while [ -e "$1" ]; do
+    [ "$(date +%s)" -ge "$end" ] && fail "$2: $(cat "$1")"
+    sleep 0.5
+  done
+}
+wait_gone "$IRMIN_RULES/4" "the expired rule 4's document is still in the store"
+
 ans=$(pihctl_json insert 10.0.0.3 192.168.252.10:7001) || fail "insert after restart: $ans"
 note "new rule after restart: $ans"
-[ "$(json_num id "$ans")" = 4 ] || fail "ids do not continue after the restored ones: $ans"
+[ "$(json_num id "$ans")" = 5 ] || fail "ids do not continue after the stored ones: $ans"
 [ "$(json_val persisted "$ans")" = true ] || fail "not persisted: $ans"
-[ -f "$IRMIN_RULES/4" ] || fail "no document for rule 4"
+[ -f "$IRMIN_RULES/5" ] || fail "no document for rule 5"
+
+# A TTL that runs out while the bridge runs: its document goes too.
+insert e 10.0.0.1 192.168.252.10:7003 --ttl 2
+wait_gone "$IRMIN_RULES/6" "rule 6 expired but its document is still in the store"
+tail -n1 "$IRMIN_ROOT/main/commits" | grep -q '"message":"remove rule 6' \
+  || fail "the last commit is not rule 6's removal: $(tail -n1 "$IRMIN_ROOT/main/commits")"
+printf '%s\n' "$(pihctl_json list)" | grep -q '"id":6,' && fail "rule 6 is still listed after its TTL"
+true
