@@ -112,8 +112,14 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    fn new(endpoint: Option<&IrminEndpoint>, author: &str) -> Persistence {
-        Persistence { client: endpoint.map(|e| (Persister::new(e, author, JOURNAL_CAPACITY), e.addr)) }
+    fn new(endpoint: Option<&IrminEndpoint>, author: &str, rules: usize) -> Persistence {
+        Persistence {
+            client: endpoint.map(|e| {
+                let mut p = Persister::new(e, author, JOURNAL_CAPACITY);
+                p.set_list_max_body(pih_control::irmin::client::list_max_body(rules));
+                (p, e.addr)
+            }),
+        }
     }
 
     fn healthy(&self) -> bool {
@@ -177,7 +183,7 @@ pub struct ApiService {
 impl ApiService {
     pub fn new(config: &'static Config, author: &str) -> ApiService {
         let storage: &'static mut [Rule] = Box::leak(vec![Rule::EMPTY; config.rules as usize].into_boxed_slice());
-        let log = Persistence::new(config.irmin.as_ref(), author);
+        let log = Persistence::new(config.irmin.as_ref(), author, config.rules as usize);
         if let Some(e) = &config.irmin {
             info!("irmin: rules persisted at {} (branch {}, {}/rules/<id>); reading them back before the API serves", e.addr, e.branch, e.prefix);
         }
@@ -235,7 +241,7 @@ impl ApiService {
         let Some((p, _)) = self.log.client.as_mut() else { return };
         if mgmt.client_idle() {
             if let Some(exchange) = p.poll(now_ns) {
-                mgmt.start_exchange(now_ns, server, exchange.request);
+                mgmt.start_exchange(now_ns, server, exchange.request, exchange.max_body);
             }
         }
     }

@@ -118,9 +118,6 @@ struct Conn {
     last_active: u64,
 }
 
-/// Bytes an Irmin reply may have (the rules subtree at boot is the big one:
-/// about 200 bytes per rule).
-pub const MAX_REPLY: usize = 4 << 20;
 const CLIENT_RX: usize = 32768;
 const CLIENT_TX: usize = 8192;
 /// An exchange with Irmin (connect, request, whole reply) must finish
@@ -264,7 +261,7 @@ impl Mgmt {
             busy: false,
             request: Vec::new(),
             sent: 0,
-            reader: ResponseReader::new(MAX_REPLY),
+            reader: ResponseReader::new(0),
             deadline: 0,
             next_port: CLIENT_PORTS.start + (now_ns % 4096) as u16,
             outcome: None,
@@ -277,9 +274,10 @@ impl Mgmt {
         !self.client.busy && self.client.outcome.is_none()
     }
 
-    /// Starts an exchange: connects to `server` and sends `request`; the
+    /// Starts an exchange: connects to `server` and sends `request` (a
+    /// reply body over `max_body` bytes is an error); the
     /// outcome comes from [`Self::take_exchanged`] after later polls.
-    pub fn start_exchange(&mut self, now_ns: u64, server: SocketAddrV4, request: Vec<u8>) {
+    pub fn start_exchange(&mut self, now_ns: u64, server: SocketAddrV4, request: Vec<u8>, max_body: usize) {
         let c = &mut self.client;
         let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         s.abort();
@@ -289,7 +287,7 @@ impl Mgmt {
         let remote = (IpAddress::Ipv4(Ipv4Address::new(o[0], o[1], o[2], o[3])), server.port());
         c.request = request;
         c.sent = 0;
-        c.reader = ResponseReader::new(MAX_REPLY);
+        c.reader = ResponseReader::new(max_body);
         c.deadline = now_ns + EXCHANGE_NS;
         match s.connect(self.iface.context(), remote, port) {
             Ok(()) => c.busy = true,

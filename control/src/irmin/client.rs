@@ -49,8 +49,21 @@ use crate::config::IrminEndpoint;
 pub use crate::api::PersistStatus;
 use crate::rules::Rule;
 
-/// Largest reply body accepted for the restore listing.
+/// Largest reply body accepted for the restore listing, by default
+/// (enough for 4,096 rules: see [`list_max_body`]).
 pub const LIST_MAX_BODY: usize = 2 * 1024 * 1024;
+/// Bytes of the restore listing per stored rule, at most: the document
+/// (JSON-escaped inside the reply) and its path.
+pub const LIST_BYTES_PER_RULE: usize = 400;
+
+/// The listing limit for a bridge holding up to `rules` rules (the
+/// store may hold a few more: invalid documents are listed too).
+pub fn list_max_body(rules: usize) -> usize {
+    rules
+        .saturating_add(256)
+        .saturating_mul(LIST_BYTES_PER_RULE)
+        .max(LIST_MAX_BODY)
+}
 /// Largest reply body accepted for the other requests.
 pub const REPLY_MAX_BODY: usize = 64 * 1024;
 /// How long the kernel should let an exchange run (connect, send, read)
@@ -172,6 +185,8 @@ pub struct Persister {
     restored: Option<Restored>,
     /// The latest time seen (for [`Self::status`]).
     now_ns: u64,
+    /// The reply limit of the restore listing.
+    list_max_body: usize,
 }
 
 impl Persister {
@@ -189,7 +204,13 @@ impl Persister {
             refusal: None,
             restored: None,
             now_ns: 0,
+            list_max_body: LIST_MAX_BODY,
         }
+    }
+
+    /// Sets the restore listing's reply limit (see [`list_max_body`]).
+    pub fn set_list_max_body(&mut self, bytes: usize) {
+        self.list_max_body = bytes;
     }
 
     /// Whether the restore listing has not arrived yet.
@@ -274,7 +295,7 @@ impl Persister {
         let (kind, seq, max_body) = match self.phase {
             Phase::Restoring => {
                 request::list(&mut out, ep, &rules_dir(&ep.prefix));
-                (ExchangeKind::Restore, 0, LIST_MAX_BODY)
+                (ExchangeKind::Restore, 0, self.list_max_body)
             }
             Phase::Running => {
                 let (seq, change) = self.journal.head()?;

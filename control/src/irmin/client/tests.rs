@@ -864,3 +864,28 @@ fn random_replies_never_panic() {
         assert!(st.backlog <= 8);
     }
 }
+
+#[test]
+fn restore_listing_limit_follows_the_rule_capacity() {
+    assert_eq!(list_max_body(0), LIST_MAX_BODY);
+    assert!(list_max_body(65_536) >= 65_536 * 300);
+    let mut p = Persister::new(&ep(), "pih-bridge", 16);
+    assert_eq!(p.poll(0).unwrap().max_body, LIST_MAX_BODY);
+    let mut p2 = Persister::new(&ep(), "pih-bridge", 16);
+    p2.set_list_max_body(list_max_body(65_536));
+    let x = p2.poll(0).unwrap();
+    assert_eq!(x.kind, ExchangeKind::Restore);
+    assert_eq!(x.max_body, list_max_body(65_536));
+    // A real 65,536-rule listing fits: the longest document, escaped, plus its path.
+    let mut r = rule(1);
+    r.id = u32::MAX - 1;
+    r.ext_port = 65535;
+    r.spec.int_port = 65535;
+    r.spec.proto = Proto::Udp;
+    r.spec.client = Ipv4Addr::new(255, 255, 255, 254);
+    r.spec.int_addr = Ipv4Addr::new(255, 255, 255, 254);
+    r.expires_unix = Some(u64::MAX);
+    let entry = json!({"path": "/bridge/rules/4294967294", "value": encode(&r).as_str()}).to_string();
+    assert!(entry.len() + 1 <= LIST_BYTES_PER_RULE, "{} bytes: {entry}", entry.len());
+    drop(p);
+}
