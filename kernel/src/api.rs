@@ -23,7 +23,8 @@ use pih_xen::{clock, error, info, shared_info, warn};
 
 use crate::mgmt::{Exchanged, Mgmt, Served, Service};
 
-/// Up to this many restored rules are logged one by one.
+/// Up to this many restored rules (and skipped documents, refused rules)
+/// are logged one by one.
 const RESTORE_LINES: usize = 32;
 /// Changes that may wait for Irmin.
 pub const JOURNAL_CAPACITY: usize = 1024;
@@ -211,14 +212,18 @@ impl ApiService {
             report(&event);
         }
         if let Some(restored) = p.take_restored() {
-            for (path, why) in &restored.invalid {
-                warn!("irmin: skipped {path}: {why}");
+            for (n, (path, why)) in restored.invalid.iter().enumerate() {
+                if n < RESTORE_LINES {
+                    warn!("irmin: skipped {path}: {why}");
+                } else if n == RESTORE_LINES {
+                    warn!("irmin: {} more documents skipped (not listed)", restored.invalid.len() - RESTORE_LINES);
+                }
                 // Its path stays the store's: new rules get other ids.
                 if let Some(id) = pih_control::irmin::doc::id_from_path(&self.prefix, path) {
                     self.api.skip_ids_through(id);
                 }
             }
-            let mut ok = 0usize;
+            let (mut ok, mut refused) = (0usize, 0usize);
             for rule in &restored.rules {
                 match self.api.restore(now(), gw, &mut self.log, rule) {
                     Ok(()) => {
@@ -230,7 +235,10 @@ impl ApiService {
                         }
                     }
                     Err(e) => {
-                        warn!("irmin: rule {} not restored: {e}", rule.id);
+                        refused += 1;
+                        if refused <= RESTORE_LINES {
+                            warn!("irmin: rule {} not restored: {e}", rule.id);
+                        }
                         self.api.skip_ids_through(rule.id);
                     }
                 }
