@@ -12,11 +12,11 @@
 //!   reply in 1,460-byte pieces (one TCP segment each), `on_reply` (JSON
 //!   parsing, document decoding, sorting by id) and `take_restored`.
 //!   Reported per restore and per rule.
-//! - **reinstall**: the 4,096 restored rules through `Api::restore` into an
+//! - **reinstall**: the 4,096 restored rules through `Api::restore_all` into an
 //!   empty API (4,096 rule slots) over `api::mock::MockGateway` (the real
 //!   data plane is `pih-nat`'s table; the mock's port and rule look-ups are
 //!   linear, like the rule store's own duplicate checks). Only the
-//!   `Api::restore` calls are timed, not building the API.
+//!   `Api::restore_all` calls are timed, not building the API.
 //! - **journal**: one change as the API records it (the kernel's
 //!   `ChangeLog::record`: `Change::insert`/`update`/`remove`, which encode
 //!   the documents, then `Persister::record`), `poll` (the complete HTTP
@@ -175,7 +175,7 @@ fn now() -> Now {
     }
 }
 
-/// A gateway that accepts every rule at once: what `Api::restore` costs
+/// A gateway that accepts every rule at once: what `Api::restore_all` costs
 /// without the mock's linear look-ups.
 struct Accepting;
 
@@ -190,7 +190,7 @@ impl Gateway for Accepting {
 }
 
 /// Reinstalls `rules` into a new API over a new mock gateway; the time of
-/// the `Api::restore` calls only.
+/// the `Api::restore_all` call only.
 #[inline(never)]
 fn reinstall(rules: &[Rule]) -> Duration {
     let mut gw = Box::new(MockGateway::new());
@@ -211,9 +211,7 @@ fn reinstall_into<G: Gateway>(gw: &mut G, rules: &[Rule]) -> Duration {
     let mut log = NoPersistence;
     let now = now();
     let t = Instant::now();
-    for r in rules {
-        api.restore(now, gw, &mut log, r).expect("reinstalled");
-    }
+    api.restore_all(now, gw, &mut log, rules, |_, o| o.expect("reinstalled"));
     let d = t.elapsed();
     assert_eq!(api.rules().len(), rules.len());
     d
@@ -271,7 +269,7 @@ fn benches(c: &mut Criterion) {
         |b| b.iter(|| restore(&ep, &wire)),
     );
     g.bench_function(
-        format!("reinstall {RULES} rules (Api::restore, mock gateway)"),
+        format!("reinstall {RULES} rules (Api::restore_all, mock gateway)"),
         |b| b.iter_custom(|iters| (0..iters).map(|_| reinstall(&rules)).sum()),
     );
     g.throughput(Throughput::Elements(1));
@@ -324,8 +322,8 @@ fn summary(quick: bool) {
     let quarter = best(runs, || reinstall(&rules[..RULES / 4]));
     let api_only = best(runs, || reinstall_into(&mut Accepting, &rules));
     println!(
-        "reinstall: {RULES} rules through Api::restore (mock gateway): {:.2} ms, {:.2} us per rule \
-         (the first {} alone: {:.2} ms: look-ups are linear; with a gateway that accepts \
+        "reinstall: {RULES} rules through Api::restore_all (mock gateway): {:.2} ms, {:.2} us per rule \
+         (the first {} alone: {:.2} ms; with a gateway that accepts \
          everything: {:.2} ms)",
         d.as_secs_f64() * 1e3,
         d.as_secs_f64() * 1e6 / RULES as f64,

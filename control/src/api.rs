@@ -38,6 +38,7 @@
     )
 )]
 
+use alloc::collections::BTreeSet;
 use core::fmt::{self, Write as _};
 use core::net::Ipv4Addr;
 
@@ -725,6 +726,48 @@ impl<'r> Api<'r> {
         log: &mut L,
         rule: &Rule,
     ) -> Result<(), RestoreRefused> {
+        let mut outcome = Ok(());
+        self.restore_all(now, gw, log, core::slice::from_ref(rule), |_, r| {
+            outcome = r;
+        });
+        outcome
+    }
+
+    /// [`Self::restore`] for every rule of `rules`, in id order, calling
+    /// `each` with each rule's outcome. O(n log n) in all (the duplicate
+    /// checks use ordered sets), so a store of tens of thousands of rules
+    /// comes back quickly.
+    pub fn restore_all<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
+        &mut self,
+        now: Now,
+        gw: &mut G,
+        log: &mut L,
+        rules: &[Rule],
+        mut each: impl FnMut(&Rule, Result<(), RestoreRefused>),
+    ) {
+        let mut order: alloc::vec::Vec<&Rule> = rules.iter().collect();
+        order.sort_by_key(|r| r.id);
+        let mut specs: BTreeSet<SpecKey> = self.rules.iter().map(|r| spec_key(&r.spec)).collect();
+        let mut ports: BTreeSet<(Proto, u16)> = self
+            .rules
+            .iter()
+            .map(|r| (r.spec.proto, r.ext_port))
+            .collect();
+        for r in order {
+            let outcome = self.restore_one(now, gw, log, r, &mut specs, &mut ports);
+            each(r, outcome);
+        }
+    }
+
+    fn restore_one<G: Gateway + ?Sized, L: ChangeLog + ?Sized>(
+        &mut self,
+        now: Now,
+        gw: &mut G,
+        log: &mut L,
+        rule: &Rule,
+        specs: &mut BTreeSet<SpecKey>,
+        ports: &mut BTreeSet<(Proto, u16)>,
+    ) -> Result<(), RestoreRefused> {
         let mut rule = *rule;
         rule.expires_ns = None;
         if let (Some(at), Some(unix)) = (rule.expires_unix, now.unix_s) {
@@ -736,13 +779,18 @@ impl<'r> Api<'r> {
             rule.expires_ns = Some(now.mono_ns.saturating_add(left));
         }
         // Checked before the gateway is touched, so a refusal changes nothing.
+        if rule.id == 0 || rule.id == u32::MAX {
+            return Err(RestoreRefused::Store(RestoreError::InvalidId));
+        }
         if self.rules.get(rule.id).is_some() {
             return Err(RestoreRefused::Store(RestoreError::DuplicateId));
         }
-        if self.rules.find_spec(&rule.spec).is_some() {
+        let spec = spec_key(&rule.spec);
+        if specs.contains(&spec) {
             return Err(RestoreRefused::Store(RestoreError::DuplicateSpec));
         }
-        if self.rules.find_port(rule.spec.proto, rule.ext_port).is_some() {
+        let port_key = (rule.spec.proto, rule.ext_port);
+        if ports.contains(&port_key) {
             return Err(RestoreRefused::Store(RestoreError::DuplicatePort));
         }
         if self.rules.is_full() {
@@ -752,10 +800,12 @@ impl<'r> Api<'r> {
         let port = gw
             .insert_rule(now.mono_ns, &rule.spec, Some(rule.ext_port))
             .map_err(RestoreRefused::Gateway)?;
-        if let Err(e) = self.rules.restore(rule) {
+        if let Err(e) = self.rules.insert_restored(rule) {
             let _ = gw.remove_rule(now.mono_ns, rule.spec.proto, port);
             return Err(RestoreRefused::Store(e));
         }
+        specs.insert(spec);
+        ports.insert(port_key);
         Ok(())
     }
 
@@ -1091,6 +1141,14 @@ impl<'r> Api<'r> {
         );
         Ok(())
     }
+}
+
+/// A rule's identity for duplicate checks: client, internal endpoint,
+/// protocol.
+type SpecKey = (u32, u32, u16, Proto);
+
+fn spec_key(s: &RuleSpec) -> SpecKey {
+    (u32::from(s.client), u32::from(s.int_addr), s.int_port, s.proto)
 }
 
 fn allow(method: Method<'_>, expected: Method<'_>, allow: &'static str) -> Result<(), ApiError> {

@@ -271,10 +271,22 @@ impl<'a> RuleStore<'a> {
         if self.find_port(rule.spec.proto, rule.ext_port).is_some() {
             return Err(RestoreError::DuplicatePort);
         }
+        self.insert_restored(rule)
+    }
+
+    /// [`Self::restore`] without the (linear) duplicate checks of the spec
+    /// and port, for a caller that made them already.
+    pub(crate) fn insert_restored(&mut self, rule: Rule) -> Result<(), RestoreError> {
+        if rule.id == 0 || rule.id == u32::MAX {
+            return Err(RestoreError::InvalidId);
+        }
         if self.is_full() {
             return Err(RestoreError::Full);
         }
         let at = self.as_slice().partition_point(|r| r.id < rule.id);
+        if self.as_slice().get(at).is_some_and(|r| r.id == rule.id) {
+            return Err(RestoreError::DuplicateId);
+        }
         if at < self.len {
             self.slots.copy_within(at..self.len, at.saturating_add(1));
         }

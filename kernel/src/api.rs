@@ -224,24 +224,28 @@ impl ApiService {
                 }
             }
             let (mut ok, mut refused) = (0usize, 0usize);
-            for rule in &restored.rules {
-                match self.api.restore(now(), gw, &mut self.log, rule) {
-                    Ok(()) => {
-                        ok += 1;
-                        // One line per rule for a handful; the summary below for many.
-                        if restored.rules.len() <= RESTORE_LINES {
-                            info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto,
-                                rule.spec.client, rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
-                        }
-                    }
-                    Err(e) => {
-                        refused += 1;
-                        if refused <= RESTORE_LINES {
-                            warn!("irmin: rule {} not restored: {e}", rule.id);
-                        }
-                        self.api.skip_ids_through(rule.id);
+            let mut skip = alloc::vec::Vec::new();
+            let many = restored.rules.len() > RESTORE_LINES;
+            self.api.restore_all(now(), gw, &mut self.log, &restored.rules, |rule, outcome| match outcome {
+                Ok(()) => {
+                    ok += 1;
+                    // One line per rule for a handful; the summary below for many.
+                    if !many {
+                        info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto,
+                            rule.spec.client, rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
                     }
                 }
+                Err(e) => {
+                    refused += 1;
+                    if refused <= RESTORE_LINES {
+                        warn!("irmin: rule {} not restored: {e}", rule.id);
+                    }
+                    skip.push(rule.id);
+                }
+            });
+            // Their documents stay in the store (or are being removed): new rules get other ids.
+            for id in skip {
+                self.api.skip_ids_through(id);
             }
             info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving ({} ms after boot)",
                 restored.invalid.len(), restored.rules.len() - ok, clock::uptime_ns() / 1_000_000);

@@ -1157,3 +1157,41 @@ fn restore_keeps_ids_ports_and_remaining_ttl() {
     let got = b.call("GET", "/rules/7", "");
     assert_eq!(got.body["port"], 41000);
 }
+
+#[test]
+fn restore_all_in_id_order_with_duplicates_refused() {
+    const N: u32 = 4_000;
+    let storage: &'static mut [Rule] = vec![Rule::EMPTY; N as usize + 8].leak();
+    let cfg = ApiConfig { external: EXT, key: Some(KEY), auth: false };
+    let mut api = Api::new(&cfg, storage);
+    let mut gw = MockGateway::new();
+    let mut log = RecordingLog::new(8);
+    // Unordered ids; every rule distinct but for three planted duplicates.
+    let mut rules: StdVec<Rule> = (1..=N)
+        .rev()
+        .map(|i| stored(i, [10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 1024 + (i % 60_000) as u16, None))
+        .collect();
+    let mut same_spec = rules[0];
+    same_spec.id = N + 1;
+    same_spec.ext_port = 65_000;
+    let mut same_port = stored(N + 2, [11, 0, 0, 1], rules[0].ext_port, None);
+    same_port.spec.proto = Proto::Tcp;
+    let same_id = stored(5, [12, 0, 0, 1], 65_001, None);
+    rules.extend([same_spec, same_port, same_id]);
+    let mut outcomes = StdVec::new();
+    api.restore_all(now_at(1), &mut gw, &mut log, &rules, |r, o| outcomes.push((r.id, o)));
+    let refused: StdVec<_> = outcomes.iter().filter(|(_, o)| o.is_err()).copied().collect();
+    // Ids 1..=N first (in id order), so the planted ones lose.
+    assert_eq!(
+        refused,
+        [
+            (5, Err(RestoreRefused::Store(RestoreError::DuplicateId))),
+            (N + 1, Err(RestoreRefused::Store(RestoreError::DuplicateSpec))),
+            (N + 2, Err(RestoreRefused::Store(RestoreError::DuplicatePort))),
+        ]
+    );
+    assert_eq!(api.rules().len(), N as usize);
+    assert!(api.rules().as_slice().windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(api.rules().next_id(), N + 1);
+    assert!(gw.get(Proto::Tcp, 65_000).is_none());
+}
