@@ -15,7 +15,7 @@
 //! - **reinstall**: the 4,096 restored rules through `Api::restore_all` into an
 //!   empty API (4,096 rule slots) over `api::mock::MockGateway` (the real
 //!   data plane is `pih-nat`'s table; the mock's port and rule look-ups are
-//!   linear, like the rule store's own duplicate checks). Only the
+//!   linear; the API's own duplicate checks use ordered sets). Only the
 //!   `Api::restore_all` calls are timed, not building the API.
 //! - **journal**: one change as the API records it (the kernel's
 //!   `ChangeLog::record`: `Change::insert`/`update`/`remove`, which encode
