@@ -283,8 +283,12 @@ pub enum RestoreRefused {
     Expired,
     /// The rule store refused it (duplicate, full).
     Store(crate::rules::RestoreError),
-    /// The gateway refused it (port busy, table full).
+    /// The gateway refused it (port busy, table full, an internal address
+    /// outside the internal network).
     Gateway(RuleError),
+    /// `ip` or `dst_ip` (named) is not a unicast address: the API would
+    /// not have accepted it either.
+    NotUnicast(&'static str),
 }
 
 impl fmt::Display for RestoreRefused {
@@ -293,6 +297,7 @@ impl fmt::Display for RestoreRefused {
             RestoreRefused::Expired => f.write_str("its TTL ran out while the bridge was down"),
             RestoreRefused::Store(e) => write!(f, "{e}"),
             RestoreRefused::Gateway(e) => write!(f, "the data plane refused it ({e:?})"),
+            RestoreRefused::NotUnicast(field) => write!(f, "{field} is not a unicast address"),
         }
     }
 }
@@ -779,6 +784,12 @@ impl<'r> Api<'r> {
             rule.expires_ns = Some(now.mono_ns.saturating_add(left));
         }
         // Checked before the gateway is touched, so a refusal changes nothing.
+        if !is_unicast(rule.spec.client) {
+            return Err(RestoreRefused::NotUnicast("ip"));
+        }
+        if !is_unicast(rule.spec.int_addr) {
+            return Err(RestoreRefused::NotUnicast("dst_ip"));
+        }
         if rule.id == 0 || rule.id == u32::MAX {
             return Err(RestoreRefused::Store(RestoreError::InvalidId));
         }

@@ -1146,6 +1146,17 @@ fn restore_keeps_ids_ports_and_remaining_ttl() {
         Err(RestoreRefused::Store(RestoreError::DuplicateSpec))
     );
     assert!(b.gw.get(Proto::Tcp, 41005).is_none());
+    // A document the API would have refused is refused here too.
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &stored(10, [224, 0, 0, 1], 41006, None)),
+        Err(RestoreRefused::NotUnicast("ip"))
+    );
+    let mut bad = stored(11, [203, 0, 113, 6], 41007, None);
+    bad.spec.int_addr = Ipv4Addr::new(127, 0, 0, 1);
+    assert_eq!(
+        b.api.restore(now, &mut b.gw, &mut log, &bad),
+        Err(RestoreRefused::NotUnicast("dst_ip"))
+    );
     assert_eq!(b.gw.get(Proto::Tcp, 41000).unwrap().spec.client, Ipv4Addr::new(203, 0, 113, 1));
     let ids: StdVec<u32> = b.api.rules().iter().map(|r| r.id).collect();
     assert_eq!(ids, [3, 7]);
