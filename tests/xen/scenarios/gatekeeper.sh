@@ -2,7 +2,7 @@
 # until pihctl inserts a rule over the management vif; then it connects to
 # the returned ip:port and exchanges data; another external host cannot use
 # that port; after remove, the established session goes silent (no RST)
-# and new connections fail.
+# and new connections fail. The same for a UDP rule.
 # timeout: 300
 . /tests/netlib.sh
 NAT_ROLES="ext2 mgmt" nat_up
@@ -58,4 +58,23 @@ stats=$(host_exec mgmt pihctl --bridge "$BR" --json stats) || fail "pihctl stats
 note "stats: $stats"
 printf '%s\n' "$stats" | grep -q '"flows_removed":[1-9]' || fail "stats do not count the flows removed with the rule: $stats"
 host_exec mgmt pihctl --bridge "$BR" stats >/dev/null || fail "pihctl stats (table output) failed"
+
+# UDP: an echo service reachable only by the allowed client, until removed.
+flowgen_bg echo int udp-echo --listen 192.168.252.10:5353
+ans=$(host_exec mgmt pihctl --bridge "$BR" --json insert 10.0.0.1 192.168.252.10:5353 --proto udp) \
+  || fail "pihctl insert (udp) failed: $ans"
+note "insert udp: $ans"
+uport=$(printf '%s\n' "$ans" | sed -n 's/.*"port":\([0-9]*\).*/\1/p')
+[ -n "$uport" ] || fail "udp insert answered '$ans'"
+out=$(host_exec ext "$FLOWGEN" udp-ping --to "10.0.0.2:$uport" --count 5 --timeout-ms 3000)
+note "udp, allowed client: $(summary "$out")"
+[ "$(field ok "$(summary "$out")")" = 5 ] || fail "the allowed client's datagrams did not come back: $(summary "$out")"
+out=$(host_exec ext2 "$FLOWGEN" udp-ping --to "10.0.0.2:$uport" --count 2 --timeout-ms 2000 --expect-ok 0)
+note "udp, other host: $(summary "$out")"
+[ "$(field ok "$(summary "$out")")" = 0 ] || fail "another host used the udp rule's port"
+host_exec mgmt pihctl --bridge "$BR" --json remove 10.0.0.1 192.168.252.10:5353 --proto udp >/dev/null \
+  || fail "pihctl remove (udp) failed"
+out=$(host_exec ext "$FLOWGEN" udp-ping --to "10.0.0.2:$uport" --count 2 --timeout-ms 2000 --expect-ok 0)
+note "udp after remove: $(summary "$out")"
+[ "$(field ok "$(summary "$out")")" = 0 ] || fail "the udp rule still works after remove"
 true
