@@ -14,14 +14,15 @@ use pih_control::api::{
 use pih_control::auth;
 use pih_control::config::{Config, IrminEndpoint, Role};
 use pih_control::http::{Progress, RequestReader};
-use pih_control::irmin::client::{Event, Persister};
+use pih_control::irmin::client::{Event, Persister, Restored};
+use pih_control::irmin::doc::id_from_path;
 use pih_control::irmin::journal::Change;
 use pih_control::rules::{Proto, Rule, RuleSpec};
 use pih_nat::table::{Protocol, StaticError};
 use pih_nat::translate::{DropReason, Nat};
 use pih_xen::{clock, error, info, shared_info, warn};
 
-use crate::mgmt::{Exchanged, Mgmt, Served, Service};
+use crate::mgmt::{Exchanged, Mgmt, Service};
 
 /// Up to this many restored rules (and skipped documents, refused rules)
 /// are logged one by one.
@@ -212,43 +213,7 @@ impl ApiService {
             report(&event);
         }
         if let Some(restored) = p.take_restored() {
-            for (n, (path, why)) in restored.invalid.iter().enumerate() {
-                if n < RESTORE_LINES {
-                    warn!("irmin: skipped {path}: {why}");
-                } else if n == RESTORE_LINES {
-                    warn!("irmin: {} more documents skipped (not listed)", restored.invalid.len() - RESTORE_LINES);
-                }
-                // Its path stays the store's: new rules get other ids.
-                if let Some(id) = pih_control::irmin::doc::id_from_path(&self.prefix, path) {
-                    self.api.skip_ids_through(id);
-                }
-            }
-            let (mut ok, mut refused) = (0usize, 0usize);
-            let mut skip = alloc::vec::Vec::new();
-            let many = restored.rules.len() > RESTORE_LINES;
-            self.api.restore_all(now(), gw, &mut self.log, &restored.rules, |rule, outcome| match outcome {
-                Ok(()) => {
-                    ok += 1;
-                    // One line per rule for a handful; the summary below for many.
-                    if !many {
-                        info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto,
-                            rule.spec.client, rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
-                    }
-                }
-                Err(e) => {
-                    refused += 1;
-                    if refused <= RESTORE_LINES {
-                        warn!("irmin: rule {} not restored: {e}", rule.id);
-                    }
-                    skip.push(rule.id);
-                }
-            });
-            // Their documents stay in the store (or are being removed): new rules get other ids.
-            for id in skip {
-                self.api.skip_ids_through(id);
-            }
-            info!("irmin: {ok} rules restored, {} documents skipped, {} not reinstalled; API serving ({} ms after boot)",
-                restored.invalid.len(), restored.rules.len() - ok, clock::uptime_ns() / 1_000_000);
+            self.reinstall(&restored, gw);
         }
         let Some((p, _)) = self.log.client.as_mut() else { return };
         if mgmt.client_idle() {
@@ -256,6 +221,43 @@ impl ApiService {
                 mgmt.start_exchange(now_ns, server, exchange.request, exchange.max_body);
             }
         }
+    }
+
+    /// Puts the rules read back from Irmin into the table and the API,
+    /// and says so on the console (one line each for a handful).
+    fn reinstall(&mut self, restored: &Restored, gw: &mut NatGateway<'_>) {
+        for (path, why) in restored.invalid.iter().take(RESTORE_LINES) {
+            warn!("irmin: skipped {path}: {why}");
+        }
+        if let Some(more) = restored.invalid.len().checked_sub(RESTORE_LINES).filter(|&n| n > 0) {
+            warn!("irmin: {more} more documents skipped (not listed)");
+        }
+        let many = restored.rules.len() > RESTORE_LINES;
+        let (mut ok, mut refused) = (0usize, 0usize);
+        // Ids whose documents stay in the store (invalid, or refused and
+        // being removed) are not given to new rules.
+        let mut highest_kept = restored.invalid.iter().filter_map(|(path, _)| id_from_path(self.prefix, path)).max();
+        self.api.restore_all(now(), gw, &mut self.log, &restored.rules, |rule, outcome| match outcome {
+            Ok(()) => {
+                ok += 1;
+                if !many {
+                    info!("irmin: restored rule {}: {} {} -> port {} -> {}:{}", rule.id, rule.spec.proto,
+                        rule.spec.client, rule.ext_port, rule.spec.int_addr, rule.spec.int_port);
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                if refused <= RESTORE_LINES {
+                    warn!("irmin: rule {} not restored: {e}", rule.id);
+                }
+                highest_kept = highest_kept.max(Some(rule.id));
+            }
+        });
+        if let Some(id) = highest_kept {
+            self.api.skip_ids_through(id);
+        }
+        info!("irmin: {ok} rules restored, {} documents skipped, {refused} not reinstalled; API serving ({} ms after boot)",
+            restored.invalid.len(), clock::uptime_ns() / 1_000_000);
     }
 
     /// Rule changes waiting for Irmin.
@@ -279,8 +281,7 @@ impl ApiService {
 
 fn report(event: &Event) {
     match event {
-        Event::Committed { .. } | Event::Nothing => pih_xen::debug!("irmin: {event}"),
-        Event::Restored { .. } => pih_xen::debug!("irmin: {event}"),
+        Event::Committed { .. } | Event::Nothing | Event::Restored { .. } => pih_xen::debug!("irmin: {event}"),
         _ => warn!("irmin: {event}"),
     }
 }
@@ -298,7 +299,7 @@ pub struct Serving<'s, 'g> {
 }
 
 impl Service for Serving<'_, '_> {
-    fn serve(&mut self, _now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Served> {
+    fn serve(&mut self, _now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Answer> {
         // Requests are small and rare: re-read the connection's bytes so
         // far into a fresh reader instead of keeping one per connection.
         *self.svc.reader = RequestReader::new();
@@ -306,10 +307,7 @@ impl Service for Serving<'_, '_> {
             Progress::NeedMore => None,
             _ => {
                 let svc = &mut *self.svc;
-                match svc.api.answer(now(), &mut self.gw, &mut svc.log, svc.reader.outcome(), out) {
-                    Answer::Ready(n) => Some(Served::Now(n)),
-                    Answer::Await(p) => Some(Served::Later(p)),
-                }
+                Some(svc.api.answer(now(), &mut self.gw, &mut svc.log, svc.reader.outcome(), out))
             }
         }
     }

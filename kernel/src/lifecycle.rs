@@ -72,13 +72,7 @@ pub fn run(mut xs: Xs, mut net: Net) -> ! {
 
     let mut next_report = clock::uptime_ns() + REPORT_NS;
     loop {
-        let more = net.poll(clock::uptime_ns());
-        if !more {
-            let mut ports: heapless::Vec<events::Port, 8> = heapless::Vec::new();
-            let _ = ports.push(xs_port);
-            net.ports(&mut ports);
-            let _ = events::poll(&ports, clock::system_time_ns() + TICK_NS);
-        }
+        poll_or_wait(&mut net, xs_port, TICK_NS);
         if events::take_pending(xs_port) {
             if let Err(e) = xs.pump() {
                 warn!("xenstore: {e}");
@@ -128,6 +122,17 @@ fn handle_shutdown_request(xs: &mut Xs, net: &mut Net, xs_port: events::Port) {
     sched::shutdown(reason)
 }
 
+/// One round of the network; if it left nothing to do, sleeps until an
+/// event channel (xenstore's or a vif's) fires or `timeout_ns` passes.
+fn poll_or_wait(net: &mut Net, xs_port: events::Port, timeout_ns: u64) {
+    if !net.poll(clock::uptime_ns()) {
+        let mut ports: heapless::Vec<events::Port, 8> = heapless::Vec::new();
+        let _ = ports.push(xs_port);
+        net.ports(&mut ports);
+        let _ = events::poll(&ports, clock::system_time_ns() + timeout_ns);
+    }
+}
+
 /// Gives rule changes still waiting for Irmin a short chance to be
 /// committed before the domain goes (the journal lives in memory).
 fn drain_journal(net: &mut Net, xs_port: events::Port, what: &str) {
@@ -138,12 +143,7 @@ fn drain_journal(net: &mut Net, xs_port: events::Port, what: &str) {
     info!("shutdown: {backlog} rule changes waiting for Irmin; up to {} ms to commit them", DRAIN_NS / 1_000_000);
     let deadline = clock::uptime_ns() + DRAIN_NS;
     while net.persistence_backlog() > 0 && clock::uptime_ns() < deadline {
-        if !net.poll(clock::uptime_ns()) {
-            let mut ports: heapless::Vec<events::Port, 8> = heapless::Vec::new();
-            let _ = ports.push(xs_port);
-            net.ports(&mut ports);
-            let _ = events::poll(&ports, clock::system_time_ns() + 20_000_000);
-        }
+        poll_or_wait(net, xs_port, 20_000_000);
     }
     let left = net.persistence_backlog();
     if left > 0 {

@@ -16,7 +16,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 
 use core::net::SocketAddrV4;
 
-use pih_control::api::Pending;
+use pih_control::api::{Answer, Pending};
 use pih_control::irmin::response::{Progress as ReplyProgress, ResponseReader};
 use pih_drivers::netfront_xs::Rings;
 
@@ -89,21 +89,12 @@ impl Device for Frames<'_> {
     }
 }
 
-/// How a complete request was answered.
-pub enum Served {
-    /// The response is in `out[..n]`.
-    Now(usize),
-    /// The answer waits for its change to be persisted; ask
-    /// [`Service::resolve`] on later polls.
-    Later(Pending),
-}
-
 /// What serves one complete request: the API.
 pub trait Service {
     /// Given the bytes received so far on a connection, answers once the
     /// request is complete (or malformed); `None` while more bytes are
     /// needed.
-    fn serve(&mut self, now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Served>;
+    fn serve(&mut self, now_ns: u64, request: &[u8], out: &mut [u8]) -> Option<Answer>;
 
     /// The response to a held-back answer (written into `out`), or `None`
     /// to keep waiting. `since_ns`: when the request was answered.
@@ -177,7 +168,8 @@ impl IrminClient {
                 Ok(n) => match self.reader.feed(&buf[..n]) {
                     Ok(ReplyProgress::Complete) => {
                         s.close();
-                        return self.complete(s) || sent;
+                        self.complete();
+                        return true;
                     }
                     Ok(_) => {}
                     Err(_) => {
@@ -196,7 +188,7 @@ impl IrminClient {
                     self.fail(s, "connection refused or timed out");
                 } else if self.reader.finish_eof().is_ok() {
                     s.close();
-                    self.complete(s);
+                    self.complete();
                 } else {
                     self.fail(s, "connection closed before the reply was complete");
                 }
@@ -211,11 +203,10 @@ impl IrminClient {
         sent
     }
 
-    fn complete(&mut self, _s: &mut tcp::Socket<'_>) -> bool {
+    fn complete(&mut self) {
         self.busy = false;
         let status = self.reader.status().unwrap_or(0);
         self.outcome = Some(Exchanged::Reply { status, body: self.reader.take_body() });
-        true
     }
 }
 
@@ -308,6 +299,7 @@ impl Mgmt {
         let mut sent = false;
         for c in self.conns.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            let mut reply = None;
             if s.can_recv() && !c.answered {
                 let room = MAX_REQUEST - c.request.len();
                 let mut buf = [0u8; 1024];
@@ -322,29 +314,24 @@ impl Mgmt {
                     }
                 }
                 match service.serve(now_ns, &c.request, &mut self.response) {
-                    Some(Served::Now(n)) => {
-                        let _ = s.send_slice(&self.response[..n]);
-                        s.close();
-                        c.answered = true;
-                        sent = true;
-                        self.connections_served += 1;
-                    }
-                    Some(Served::Later(p)) => {
-                        c.answered = true;
-                        c.pending = Some((p, now_ns));
-                    }
+                    Some(Answer::Ready(n)) => reply = Some(n),
+                    Some(Answer::Await(p)) => c.pending = Some((p, now_ns)),
                     None => {}
                 }
+                c.answered = reply.is_some() || c.pending.is_some();
             }
             if let Some((p, since)) = c.pending {
-                if let Some(n) = service.resolve(now_ns, &p, since, &mut self.response) {
-                    let _ = s.send_slice(&self.response[..n]);
-                    s.close();
+                reply = service.resolve(now_ns, &p, since, &mut self.response);
+                if reply.is_some() {
                     c.pending = None;
                     c.last_active = now_ns;
-                    sent = true;
-                    self.connections_served += 1;
                 }
+            }
+            if let Some(n) = reply {
+                let _ = s.send_slice(&self.response[..n]);
+                s.close();
+                sent = true;
+                self.connections_served += 1;
             }
             if c.pending.is_none() && s.is_active() && now_ns.saturating_sub(c.last_active) > IDLE_NS {
                 s.abort();

@@ -293,12 +293,7 @@ impl Net {
                 notify |= p.notify;
                 if p.delivered > 0 {
                     if i == MGMT && self.mgmt.is_some() {
-                        let stats = vif_stats(&self.vifs);
-                        let nv = &mut *self.vifs[i];
-                        if let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) {
-                            let gw = NatGateway { nat: &mut self.nat, vifs: &stats };
-                            m.poll(now, Some(&frame[..len]), rings, &mut self.api.with(gw));
-                        }
+                        self.poll_mgmt(now, Some(&frame[..len]));
                     } else {
                         let d = nv.iface.process(now, &frame[..len], &mut RingTx(rings));
                         self.dispatch(now, i, d, &mut frame[..len]);
@@ -310,15 +305,7 @@ impl Net {
                 more = true;
             }
             if i == MGMT && self.mgmt.is_some() {
-                // Timers of the TCP stack (retransmissions, idle connections).
-                let stats = vif_stats(&self.vifs);
-                let nv = &mut *self.vifs[i];
-                if let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) {
-                    let mut gw = NatGateway { nat: &mut self.nat, vifs: &stats };
-                    self.api.expire(&mut gw);
-                    self.api.persist(now, m, &mut gw);
-                    m.poll(now, None, rings, &mut self.api.with(gw));
-                }
+                self.poll_mgmt(now, None);
             } else {
                 let nv = &mut *self.vifs[i];
                 if let Some(rings) = nv.vif.as_mut().and_then(|v| v.conn.as_mut()).map(|c| &mut c.rings) {
@@ -334,6 +321,21 @@ impl Net {
         self.nat.expire(now);
         self.report_refusals(now);
         more
+    }
+
+    /// Runs the management stack over a received `frame`, or (`None`) its
+    /// timers: TCP retransmissions and idle connections, rule expiry, the
+    /// exchanges with Irmin, answers waiting for a commit.
+    fn poll_mgmt(&mut self, now: u64, frame: Option<&[u8]>) {
+        let stats = vif_stats(&self.vifs);
+        let nv = &mut *self.vifs[MGMT];
+        let (Some(m), Some(rings)) = (self.mgmt.as_mut(), nv.rings()) else { return };
+        let mut gw = NatGateway { nat: &mut self.nat, vifs: &stats };
+        if frame.is_none() {
+            self.api.expire(&mut gw);
+            self.api.persist(now, m, &mut gw);
+        }
+        m.poll(now, frame, rings, &mut self.api.with(gw));
     }
 
     fn flush(&mut self, i: usize, notify: bool) {
