@@ -564,6 +564,36 @@ fn boxed<T: Clone>(value: T, len: usize) -> Result<Box<[T]>, ConfigError> {
     Ok(v.into_boxed_slice())
 }
 
+/// Unlinks flow `i` from the hash chain starting at `heads[bucket]`, whose
+/// links are the field `link` selects (`next_out` or `next_in`).
+#[inline(always)]
+fn unlink_flow(
+    flows: &mut [Flow],
+    heads: &mut [u32],
+    bucket: usize,
+    i: u32,
+    link: fn(&mut Flow) -> &mut u32,
+) {
+    let mut prev = NIL;
+    let mut cur = heads.get(bucket).copied().unwrap_or(NIL);
+    while let Some(c) = flows.get_mut(cur as usize) {
+        let next = *link(c);
+        if cur == i {
+            match flows.get_mut(prev as usize) {
+                Some(p) => *link(p) = next,
+                None => {
+                    if let Some(h) = heads.get_mut(bucket) {
+                        *h = next;
+                    }
+                }
+            }
+            return;
+        }
+        prev = cur;
+        cur = next;
+    }
+}
+
 /// Whether a packet with these TCP flags may open a flow: a bare SYN for
 /// TCP, anything for UDP and ICMP (the caller passes 0 flags for them).
 #[inline]
@@ -1354,46 +1384,14 @@ impl TranslationTable {
         if f.proto == 0 {
             return false;
         }
-        // Outbound chain.
         let ob = self.out_bucket(f.proto, f.int_ip, f.int_port, f.remote_ip, f.remote_port);
-        let mut prev = NIL;
-        let mut cur = self.out_heads.get(ob).copied().unwrap_or(NIL);
-        while let Some(c) = self.flows.get(cur as usize) {
-            let next = c.next_out;
-            if cur == i {
-                match self.flows.get_mut(prev as usize) {
-                    Some(p) => p.next_out = next,
-                    None => {
-                        if let Some(h) = self.out_heads.get_mut(ob) {
-                            *h = next;
-                        }
-                    }
-                }
-                break;
-            }
-            prev = cur;
-            cur = next;
-        }
-        // Inbound chain.
+        unlink_flow(&mut self.flows, &mut self.out_heads, ob, i, |c| {
+            &mut c.next_out
+        });
         let ib = self.in_bucket(f.proto, f.ext_port, f.remote_ip, f.remote_port);
-        let mut prev = NIL;
-        let mut cur = self.in_heads.get(ib).copied().unwrap_or(NIL);
-        while let Some(c) = self.flows.get(cur as usize) {
-            let next = c.next_in;
-            if cur == i {
-                match self.flows.get_mut(prev as usize) {
-                    Some(p) => p.next_in = next,
-                    None => {
-                        if let Some(h) = self.in_heads.get_mut(ib) {
-                            *h = next;
-                        }
-                    }
-                }
-                break;
-            }
-            prev = cur;
-            cur = next;
-        }
+        unlink_flow(&mut self.flows, &mut self.in_heads, ib, i, |c| {
+            &mut c.next_in
+        });
         self.wheel_unlink(i);
         self.release_mapping(f.mapping, now);
         let head = self.free_flows;
@@ -1680,17 +1678,7 @@ impl TranslationTable {
         if s & IN_USE == 0 || !self.mappings.get(m as usize).is_some_and(|mm| mm.is_static) {
             return Err(StaticError::NotFound);
         }
-        let mut removed = 0usize;
-        for i in 0..self.flows.len() {
-            let hit = self
-                .flows
-                .get(i)
-                .is_some_and(|f| f.proto != 0 && f.mapping == m);
-            if hit && self.free_flow(i as u32, now) {
-                removed = removed.wrapping_add(1);
-                bump(&mut self.stats.removed);
-            }
-        }
+        let removed = self.free_flows_of(m, now);
         self.free_mapping(m);
         self.set_reserved(protocol, ext_port, false);
         self.cool_port(protocol, ext_port, now);
@@ -1728,19 +1716,27 @@ impl TranslationTable {
                 _ => return Err(StaticError::PortBusy),
             }
             // The mapping goes with its last flow (release_mapping).
-            for i in 0..self.flows.len() {
-                let hit = self
-                    .flows
-                    .get(i)
-                    .is_some_and(|f| f.proto != 0 && f.mapping == m);
-                if hit && self.free_flow(i as u32, now) {
-                    removed = removed.wrapping_add(1);
-                    bump(&mut self.stats.removed);
-                }
-            }
+            removed = self.free_flows_of(m, now);
         }
         self.set_port_state(protocol, ext_port, 0);
         Ok(removed)
+    }
+
+    /// Frees every flow under mapping `m` (counted as removed); returns how
+    /// many. Scans the whole flow array: management operations only.
+    fn free_flows_of(&mut self, m: u32, now: u32) -> usize {
+        let mut removed = 0usize;
+        for i in 0..self.flows.len() {
+            let hit = self
+                .flows
+                .get(i)
+                .is_some_and(|f| f.proto != 0 && f.mapping == m);
+            if hit && self.free_flow(i as u32, now) {
+                removed = removed.wrapping_add(1);
+                bump(&mut self.stats.removed);
+            }
+        }
+        removed
     }
 
     // -------------------------------------------------------------- expiry

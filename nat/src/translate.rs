@@ -420,6 +420,32 @@ fn rewrite_l4(
     *field = c.to_be_bytes();
 }
 
+/// The checked view of the ICMP error in `packet` (header `h`), in either
+/// direction; the verdict when it cannot be translated: a fragment, a
+/// malformed message, a bad checksum, or a quoted later fragment (whose
+/// ports are not there).
+fn icmp_error_view<'a>(
+    packet: &'a mut [u8],
+    h: &Header,
+) -> Result<IcmpErrorPacket<&'a mut [u8]>, Verdict> {
+    if h.more_frags {
+        return Err(Verdict::Drop(DropReason::Unsupported));
+    }
+    let Some(l4) = packet.get_mut(h.header_len..h.total_len) else {
+        return Err(Verdict::Drop(DropReason::Malformed));
+    };
+    let Ok(err) = IcmpErrorPacket::new_checked(l4) else {
+        return Err(Verdict::Drop(DropReason::Malformed));
+    };
+    if !err.verify_checksum() {
+        return Err(Verdict::Drop(DropReason::BadChecksum));
+    }
+    if err.quoted_is_later_fragment() {
+        return Err(Verdict::Drop(DropReason::NoMapping));
+    }
+    Ok(err)
+}
+
 /// Header fields of a packet, read once.
 #[derive(Clone, Copy)]
 struct Header {
@@ -819,22 +845,10 @@ impl Nat {
     /// through a flow: the quoted packet (remote -> int:p) becomes
     /// remote -> ext:P.
     fn outbound_icmp_error(&mut self, now: u64, packet: &mut [u8], h: &Header) -> Verdict {
-        if h.more_frags {
-            return Verdict::Drop(DropReason::Unsupported);
-        }
-        let Some(l4) = packet.get_mut(h.header_len..h.total_len) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let mut err = match IcmpErrorPacket::new_checked(&mut *l4) {
+        let mut err = match icmp_error_view(packet, h) {
             Ok(e) => e,
-            Err(_) => return Verdict::Drop(DropReason::Malformed),
+            Err(v) => return v,
         };
-        if !err.verify_checksum() {
-            return Verdict::Drop(DropReason::BadChecksum);
-        }
-        if err.quoted_is_later_fragment() {
-            return Verdict::Drop(DropReason::NoMapping);
-        }
         let q_src = err.quoted_src_addr();
         let q_dst = err.quoted_dst_addr();
         let Some(p) = Protocol::from_ip(err.quoted_protocol()) else {
@@ -1041,22 +1055,13 @@ impl Nat {
     /// packet (ext:P -> remote) becomes int:p -> remote, and the error goes
     /// to the internal host.
     fn inbound_icmp_error(&mut self, now: u64, packet: &mut [u8], h: &Header) -> Verdict {
-        if h.more_frags {
-            return Verdict::Drop(DropReason::Unsupported);
-        }
-        let Some(l4) = packet.get_mut(h.header_len..h.total_len) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let mut err = match IcmpErrorPacket::new_checked(&mut *l4) {
+        let mut err = match icmp_error_view(packet, h) {
             Ok(e) => e,
-            Err(_) => return Verdict::Drop(DropReason::Malformed),
+            Err(v) => return v,
         };
-        if !err.verify_checksum() {
-            return Verdict::Drop(DropReason::BadChecksum);
-        }
         let q_src = err.quoted_src_addr();
         let q_dst = err.quoted_dst_addr();
-        if q_src != self.external || err.quoted_is_later_fragment() {
+        if q_src != self.external {
             return Verdict::Drop(DropReason::NoMapping);
         }
         let Some(p) = Protocol::from_ip(err.quoted_protocol()) else {

@@ -4,7 +4,8 @@ use core::fmt;
 use core::net::Ipv4Addr;
 
 use super::{
-    field, read, read_u16, read_u8, slice, slice_mut, write, write_u16, write_u8, WireError,
+    check_announced, field, read, read_u16, read_u8, slice, slice_mut, write, write_u16, write_u8,
+    WireError,
 };
 use crate::checksum;
 
@@ -106,20 +107,8 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::Malformed);
         }
         let header_len = usize::from(self.header_len());
-        if header_len < Self::MIN_HEADER_LEN {
-            return Err(WireError::Malformed);
-        }
-        if header_len > len {
-            return Err(WireError::Truncated);
-        }
-        let total_len = usize::from(self.total_len());
-        if total_len < header_len {
-            return Err(WireError::Malformed);
-        }
-        if total_len > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
+        check_announced(header_len, Self::MIN_HEADER_LEN, len)?;
+        check_announced(usize::from(self.total_len()), header_len, len)
     }
 
     pub fn into_inner(self) -> T {

@@ -106,6 +106,24 @@ pub(crate) fn write_u16(buf: &mut [u8], at: usize, value: u16) {
     write(buf, at, value.to_be_bytes());
 }
 
+/// Checks a length a header announces against its smallest legal value and
+/// the bytes there are: `Malformed` below `min`, `Truncated` beyond
+/// `available`.
+#[inline]
+pub(crate) fn check_announced(
+    announced: usize,
+    min: usize,
+    available: usize,
+) -> Result<(), WireError> {
+    if announced < min {
+        return Err(WireError::Malformed);
+    }
+    if announced > available {
+        return Err(WireError::Truncated);
+    }
+    Ok(())
+}
+
 /// `buf[range]`, or an empty slice when the range does not fit.
 #[inline]
 pub(crate) fn slice(buf: &[u8], range: core::ops::Range<usize>) -> &[u8] {

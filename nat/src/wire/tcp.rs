@@ -5,7 +5,9 @@
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{field, read, read_u16, read_u8, slice, write, write_u16, write_u8, WireError};
+use super::{
+    check_announced, field, read, read_u16, read_u8, slice, write, write_u16, write_u8, WireError,
+};
 use crate::checksum;
 
 mod fields {
@@ -69,14 +71,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         if len < Self::MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let header_len = usize::from(self.header_len());
-        if header_len < Self::MIN_HEADER_LEN {
-            return Err(WireError::Malformed);
-        }
-        if header_len > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
+        check_announced(usize::from(self.header_len()), Self::MIN_HEADER_LEN, len)
     }
 
     pub fn into_inner(self) -> T {

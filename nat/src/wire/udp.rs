@@ -7,7 +7,7 @@
 use core::fmt;
 use core::net::Ipv4Addr;
 
-use super::{field, read_u16, slice, write_u16, WireError};
+use super::{check_announced, field, read_u16, slice, write_u16, WireError};
 use crate::checksum;
 
 mod fields {
@@ -53,14 +53,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if len < Self::HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let field_len = usize::from(self.len());
-        if field_len < Self::HEADER_LEN {
-            return Err(WireError::Malformed);
-        }
-        if field_len > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
+        check_announced(usize::from(self.len()), Self::HEADER_LEN, len)
     }
 
     pub fn into_inner(self) -> T {
