@@ -266,8 +266,10 @@ where
     tx_free: Vec<u16, MAX_TX_BUFFERS>,
     tx_slots: [TxSlot; MAX_TX_IN_FLIGHT],
     tx_id_free: Vec<u16, MAX_TX_IN_FLIGHT>,
+    /// Ids of completed foreign requests awaiting `take_tx_completion`.
+    /// The ids in neither `tx_id_free` nor `tx_done` are the ones in
+    /// flight.
     tx_done: Deque<u16, MAX_TX_IN_FLIGHT>,
-    tx_in_flight: usize,
     counters: VifCounters,
 }
 
@@ -373,7 +375,6 @@ where
             tx_slots: [TxSlot::Free; MAX_TX_IN_FLIGHT],
             tx_id_free,
             tx_done: Deque::new(),
-            tx_in_flight: 0,
             counters: VifCounters::default(),
         })
     }
@@ -402,7 +403,7 @@ where
 
     /// Tx requests queued or in flight (own and foreign), not yet answered.
     pub fn outstanding_tx(&self) -> usize {
-        self.tx_in_flight
+        MAX_TX_IN_FLIGHT - self.tx_id_free.len() - self.tx_done.len()
     }
 
     /// Tx buffers free for [`NetfrontRings::transmit`].
@@ -705,7 +706,6 @@ where
             return Err(TxError::RingFull);
         }
         self.tx_slots[id as usize] = TxSlot::Own { buf, len: n as u16 };
-        self.tx_in_flight += 1;
         Ok(())
     }
 
@@ -745,7 +745,6 @@ where
             return Err(TxError::RingFull);
         }
         self.tx_slots[id as usize] = TxSlot::Foreign { cookie, len };
-        self.tx_in_flight += 1;
         Ok(())
     }
 
@@ -802,7 +801,6 @@ where
                 return 0;
             }
         };
-        self.tx_in_flight -= 1;
         match rsp.status {
             NETIF_RSP_OKAY => {
                 self.counters.tx_packets += 1;
@@ -843,6 +841,7 @@ mod tests {
     use super::sim::{init_ring_at, page_bytes, Pages, SimNetback, SimRxRing};
     use super::*;
     use crate::netif::*;
+    use crate::ring::testing::Hooked;
     use std::cell::RefCell;
     use std::rc::Rc;
     use std::vec::Vec;
@@ -1341,64 +1340,6 @@ mod tests {
 
     type Hook = Rc<RefCell<Option<Box<dyn FnMut()>>>>;
 
-    /// A shared rx ring that runs `hook` right after the front writes
-    /// `rsp_event`: between the check and the re-check of the final check.
-    struct HookedRx {
-        inner: SimRxRing,
-        hook: Hook,
-    }
-
-    impl SharedRing for HookedRx {
-        type Req = NetifRxRequest;
-        type Rsp = NetifRxResponse;
-        fn size(&self) -> u32 {
-            self.inner.size()
-        }
-        fn init(&self) {
-            self.inner.init()
-        }
-        fn req_prod(&self) -> u32 {
-            self.inner.req_prod()
-        }
-        fn set_req_prod(&self, v: u32) {
-            self.inner.set_req_prod(v)
-        }
-        fn req_event(&self) -> u32 {
-            self.inner.req_event()
-        }
-        fn set_req_event(&self, v: u32) {
-            self.inner.set_req_event(v)
-        }
-        fn rsp_prod(&self) -> u32 {
-            self.inner.rsp_prod()
-        }
-        fn set_rsp_prod(&self, v: u32) {
-            self.inner.set_rsp_prod(v)
-        }
-        fn rsp_event(&self) -> u32 {
-            self.inner.rsp_event()
-        }
-        fn set_rsp_event(&self, v: u32) {
-            self.inner.set_rsp_event(v);
-            let hook = self.hook.borrow_mut().take();
-            if let Some(mut h) = hook {
-                h();
-            }
-        }
-        fn write_req(&self, i: u32, r: NetifRxRequest) {
-            self.inner.write_req(i, r)
-        }
-        fn read_req(&self, i: u32) -> NetifRxRequest {
-            self.inner.read_req(i)
-        }
-        fn write_rsp(&self, i: u32, r: NetifRxResponse) {
-            self.inner.write_rsp(i, r)
-        }
-        fn read_rsp(&self, i: u32) -> NetifRxResponse {
-            self.inner.read_rsp(i)
-        }
-    }
-
     #[test]
     fn frame_arriving_between_check_and_recheck_is_delivered() {
         let mut pages = Pages::new();
@@ -1410,9 +1351,19 @@ mod tests {
         let mut fe = unsafe {
             NetfrontRings::new(
                 TxSharedRing::new(t),
-                HookedRx {
+                Hooked {
                     inner: SimRxRing::new(r),
-                    hook: hook.clone(),
+                    // Runs the hook once, right after the front writes
+                    // `rsp_event`: between the check and the re-check.
+                    on_rsp_event: {
+                        let hook = hook.clone();
+                        move || {
+                            let h = hook.borrow_mut().take();
+                            if let Some(mut h) = h {
+                                h();
+                            }
+                        }
+                    },
                 },
                 &bufs,
                 &[],

@@ -11,9 +11,7 @@ use pih_xen::grant_table::{GrantError, GrantRef};
 use pih_xen::xenstore::{XenStore, XenStoreEnv, XenbusState, XsError};
 use pih_xen::{info, warn};
 
-use crate::netfront::NetfrontRings;
-use crate::netif::{NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse};
-use crate::ring::RawSharedRing;
+use crate::netfront::{NetfrontRings, RxSharedRing, TxSharedRing};
 
 /// An event channel port.
 pub type Port = u32;
@@ -36,9 +34,7 @@ pub trait VifPlatform {
     fn close_evtchn(&mut self, port: Port);
 }
 
-pub type TxRing = RawSharedRing<NetifTxRequest, NetifTxResponse>;
-pub type RxRing = RawSharedRing<NetifRxRequest, NetifRxResponse>;
-pub type Rings = NetfrontRings<TxRing, RxRing>;
+pub type Rings = NetfrontRings<TxSharedRing, RxSharedRing>;
 
 /// Everything granted to one backend connection.
 pub struct Connection {
@@ -239,7 +235,7 @@ impl Vif {
         // to the backend only (buffers rx read-write, tx read-only), for as
         // long as the connection holds them in `held`.
         let rings = unsafe {
-            NetfrontRings::new(TxRing::new(tx_page), RxRing::new(rx_page), &rx_bufs, &tx_bufs)
+            NetfrontRings::new(TxSharedRing::new(tx_page), RxSharedRing::new(rx_page), &rx_bufs, &tx_bufs)
         };
         let Ok(rings) = rings else {
             plat.close_evtchn(port);
@@ -298,11 +294,6 @@ impl Vif {
         for (page, gref) in pending {
             self.end_and_free(plat, page, gref);
         }
-    }
-
-    /// Grants held by this vif right now (connection plus lingering).
-    pub fn grants_held(&self) -> usize {
-        self.conn.as_ref().map_or(0, |c| c.held.len()) + self.lingering.len()
     }
 }
 

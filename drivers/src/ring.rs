@@ -570,8 +570,72 @@ impl<R: SharedRing> BackRing<R> {
     }
 }
 
+/// Test support shared by the ring and netfront tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{RingIdx, SharedRing};
+
+    /// A shared ring that runs `on_rsp_event` right after the front writes
+    /// `rsp_event`, i.e. between the check and the re-check of
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`, so that a test can act as the
+    /// other end at that precise moment. Everything else goes to `inner`.
+    pub(crate) struct Hooked<R, H: Fn()> {
+        pub(crate) inner: R,
+        pub(crate) on_rsp_event: H,
+    }
+
+    impl<R: SharedRing, H: Fn()> SharedRing for Hooked<R, H> {
+        type Req = R::Req;
+        type Rsp = R::Rsp;
+        fn size(&self) -> u32 {
+            self.inner.size()
+        }
+        fn init(&self) {
+            self.inner.init()
+        }
+        fn req_prod(&self) -> RingIdx {
+            self.inner.req_prod()
+        }
+        fn set_req_prod(&self, v: RingIdx) {
+            self.inner.set_req_prod(v)
+        }
+        fn req_event(&self) -> RingIdx {
+            self.inner.req_event()
+        }
+        fn set_req_event(&self, v: RingIdx) {
+            self.inner.set_req_event(v)
+        }
+        fn rsp_prod(&self) -> RingIdx {
+            self.inner.rsp_prod()
+        }
+        fn set_rsp_prod(&self, v: RingIdx) {
+            self.inner.set_rsp_prod(v)
+        }
+        fn rsp_event(&self) -> RingIdx {
+            self.inner.rsp_event()
+        }
+        fn set_rsp_event(&self, v: RingIdx) {
+            self.inner.set_rsp_event(v);
+            (self.on_rsp_event)();
+        }
+        fn write_req(&self, i: RingIdx, r: R::Req) {
+            self.inner.write_req(i, r)
+        }
+        fn read_req(&self, i: RingIdx) -> R::Req {
+            self.inner.read_req(i)
+        }
+        fn write_rsp(&self, i: RingIdx, r: R::Rsp) {
+            self.inner.write_rsp(i, r)
+        }
+        fn read_rsp(&self, i: RingIdx) -> R::Rsp {
+            self.inner.read_rsp(i)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::Hooked;
     use super::*;
     use std::cell::RefCell;
 
@@ -817,73 +881,21 @@ mod tests {
         assert_eq!(f.take_response(), Some(90));
     }
 
-    /// A shared ring that lets a test act as the other end at the precise
-    /// moment the front writes `rsp_event`, i.e. between the check and the
-    /// re-check of `RING_FINAL_CHECK_FOR_RESPONSES`.
-    struct Hooked<'a> {
-        inner: U64Ring,
-        on_rsp_event: RefCell<Option<Box<dyn FnMut() + 'a>>>,
-    }
-    impl SharedRing for Hooked<'_> {
-        type Req = u64;
-        type Rsp = u64;
-        fn size(&self) -> u32 {
-            self.inner.size()
-        }
-        fn init(&self) {
-            self.inner.init()
-        }
-        fn req_prod(&self) -> u32 {
-            self.inner.req_prod()
-        }
-        fn set_req_prod(&self, v: u32) {
-            self.inner.set_req_prod(v)
-        }
-        fn req_event(&self) -> u32 {
-            self.inner.req_event()
-        }
-        fn set_req_event(&self, v: u32) {
-            self.inner.set_req_event(v)
-        }
-        fn rsp_prod(&self) -> u32 {
-            self.inner.rsp_prod()
-        }
-        fn set_rsp_prod(&self, v: u32) {
-            self.inner.set_rsp_prod(v)
-        }
-        fn rsp_event(&self) -> u32 {
-            self.inner.rsp_event()
-        }
-        fn set_rsp_event(&self, v: u32) {
-            self.inner.set_rsp_event(v);
-            if let Some(hook) = self.on_rsp_event.borrow_mut().as_mut() {
-                hook();
-            }
-        }
-        fn write_req(&self, i: u32, r: u64) {
-            self.inner.write_req(i, r)
-        }
-        fn read_req(&self, i: u32) -> u64 {
-            self.inner.read_req(i)
-        }
-        fn write_rsp(&self, i: u32, r: u64) {
-            self.inner.write_rsp(i, r)
-        }
-        fn read_rsp(&self, i: u32) -> u64 {
-            self.inner.read_rsp(i)
-        }
-    }
-
     #[test]
     fn response_between_check_and_recheck_is_not_lost() {
         let page = Page::new();
         // SAFETY: the page outlives all handles.
         let back = RefCell::new(BackRing::attach(unsafe { U64Ring::new(page.ptr()) }, 0));
         let notified = RefCell::new(Vec::new());
+        let on_rsp_event: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
         let hooked = Hooked {
             // SAFETY: as above.
             inner: unsafe { U64Ring::new(page.ptr()) },
-            on_rsp_event: RefCell::new(None),
+            on_rsp_event: || {
+                if let Some(hook) = on_rsp_event.borrow_mut().as_mut() {
+                    hook();
+                }
+            },
         };
         let mut f = FrontRing::new(hooked);
         f.push_request(1).unwrap();
@@ -899,7 +911,7 @@ mod tests {
         assert_eq!(f.take_response(), Some(10));
         // The back end publishes response 20 exactly after the front wrote
         // rsp_event but before it re-reads rsp_prod.
-        *f.shared().on_rsp_event.borrow_mut() = Some(Box::new(|| {
+        *on_rsp_event.borrow_mut() = Some(Box::new(|| {
             let mut b = back.borrow_mut();
             b.push_response(20).unwrap();
             notified
@@ -907,7 +919,7 @@ mod tests {
                 .push(b.push_responses_and_check_notify());
         }));
         assert!(f.final_check_for_responses(), "re-check sees the response");
-        *f.shared().on_rsp_event.borrow_mut() = None;
+        *on_rsp_event.borrow_mut() = None;
         // The back end also notified (rsp_event was already armed), and the
         // front will not go to sleep: both sides agree, nothing is lost.
         assert_eq!(*notified.borrow(), vec![true]);
