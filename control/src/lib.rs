@@ -14,3 +14,5 @@ pub mod http;
 pub mod irmin;
 pub mod json;
 pub mod rules;
+#[cfg(test)]
+mod test_util;

@@ -785,21 +785,7 @@ fn reader_to_response() {
 
 // -- robustness ---------------------------------------------------------------
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::test_util::XorShift;
 
 #[test]
 fn garbage_requests_never_panic_and_always_answer() {

@@ -180,7 +180,6 @@ pub struct Journal {
     capacity: usize,
     next_seq: u64,
     backoff: Backoff,
-    committed: u64,
     failures: u64,
     conflicts: u64,
     last_error: Option<(Msg, u64)>,
@@ -195,7 +194,6 @@ impl Journal {
             capacity,
             next_seq: 1,
             backoff: Backoff::new(),
-            committed: 0,
             failures: 0,
             conflicts: 0,
             last_error: None,
@@ -223,11 +221,10 @@ impl Journal {
         self.entries.iter().map(|(s, c)| (*s, c))
     }
 
-    /// The head is committed (or settled): drops it, counts it and resets
-    /// the backoff.
+    /// The head is committed (or settled): drops it (which counts it, see
+    /// [`Self::committed`]) and resets the backoff.
     pub fn commit_head(&mut self) -> Option<(u64, Change)> {
         let head = self.entries.pop_front()?;
-        self.committed = self.committed.saturating_add(1);
         self.backoff.reset();
         Some(head)
     }
@@ -294,9 +291,11 @@ impl Journal {
         self.entries.len() >= self.capacity
     }
 
-    /// Changes committed so far.
+    /// Changes committed so far: every change recorded (seqs `1..next_seq`)
+    /// that has left the journal, which happens only by committing.
     pub fn committed(&self) -> u64 {
-        self.committed
+        let recorded = self.next_seq.saturating_sub(1);
+        recorded.saturating_sub(self.entries.len() as u64)
     }
 
     /// Failed attempts so far.

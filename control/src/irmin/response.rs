@@ -709,13 +709,7 @@ mod tests {
 
     #[test]
     fn random_never_panics() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_util::XorShift(0x9e37_79b9_7f4a_7c15);
         let pieces: &[&[u8]] = &[
             b"HTTP/1.1 200 OK\r\n", b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n",
             b"\r\n", b"5\r\n", b"0\r\n", b"hello", b";x", b"\n", b"\r", b"HTTP/1.1 100 Continue\r\n",
@@ -723,13 +717,13 @@ mod tests {
         ];
         for _ in 0..20_000 {
             let mut input = Vec::new();
-            for _ in 0..next() % 12 {
-                input.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            for _ in 0..rng.next() % 12 {
+                input.extend_from_slice(pieces[(rng.next() % pieces.len() as u64) as usize]);
             }
-            let mut r = ResponseReader::new((next() % 64) as usize);
+            let mut r = ResponseReader::new((rng.next() % 64) as usize);
             let mut rest = &input[..];
             while !rest.is_empty() {
-                let n = 1 + (next() as usize % rest.len());
+                let n = 1 + (rng.next() as usize % rest.len());
                 let _ = r.feed(&rest[..n]);
                 rest = &rest[n..];
             }

@@ -229,6 +229,17 @@ impl Kernel {
         Some((ex.kind, ev))
     }
 
+    /// Runs the next exchange, which must be a `kind` that ends in a
+    /// retry: the retry's reason and delay.
+    fn step_retry(&mut self, kind: ExchangeKind) -> (String, u64) {
+        let (got, ev) = self.step().unwrap();
+        assert_eq!(got, kind);
+        let Event::Retrying { reason, in_ms } = &ev else {
+            panic!("expected a retry: {ev:?}")
+        };
+        (reason.to_string(), *in_ms)
+    }
+
     /// Steps until nothing is pending; the events seen.
     fn drain(&mut self) -> Vec<(ExchangeKind, Event)> {
         let mut out = Vec::new();
@@ -306,6 +317,11 @@ fn committed_ids(events: &[(ExchangeKind, Event)]) -> Vec<(u32, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// The kinds of the exchanges behind `events`.
+fn kinds_of(events: &[(ExchangeKind, Event)]) -> Vec<ExchangeKind> {
+    events.iter().map(|(k, _)| *k).collect()
 }
 
 /// Checks commit line `c`: author, message prefix, op and path.
@@ -531,21 +547,17 @@ fn outage_then_drain_in_order() {
     let mut last_due = 0;
     for attempt in 1..=4u64 {
         let before = k.now;
-        let (kind, ev) = k.step().unwrap();
-        assert_eq!(kind, ExchangeKind::Write);
-        let Event::Retrying { reason, in_ms } = &ev else {
-            panic!("expected a retry: {ev:?}")
-        };
+        let (reason, in_ms) = k.step_retry(ExchangeKind::Write);
         assert!(reason.contains("write rule 10"), "{reason}");
         assert!(reason.contains("connect"), "{reason}");
-        delays.push(*in_ms);
+        delays.push(in_ms);
         let s = k.p.status();
         assert_eq!(s.state, "retrying", "{s:?}");
         assert_eq!(s.backlog, 3, "{s:?}");
         assert_eq!(s.failures, attempt, "{s:?}");
         assert_eq!(s.committed, 1, "{s:?}");
         assert_eq!(s.last_error.as_deref(), Some(reason.as_str()), "{s:?}");
-        assert_eq!(s.retry_in_ms, Some(*in_ms), "{s:?}");
+        assert_eq!(s.retry_in_ms, Some(in_ms), "{s:?}");
         let due = k.p.next_poll_ns().unwrap();
         assert_eq!(due, k.now + in_ms * 1_000_000);
         assert!(due > last_due && k.now >= before);
@@ -560,13 +572,9 @@ fn outage_then_drain_in_order() {
     {
         let hung = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the port again");
         k.read_timeout = Duration::from_millis(200);
-        let (kind, ev) = k.step().unwrap();
-        assert_eq!(kind, ExchangeKind::Write);
-        let Event::Retrying { reason, in_ms } = &ev else {
-            panic!("expected a retry: {ev:?}")
-        };
+        let (reason, in_ms) = k.step_retry(ExchangeKind::Write);
         assert!(reason.contains("write rule 10: receive"), "{reason}");
-        assert_eq!(*in_ms, 8000);
+        assert_eq!(in_ms, 8000);
         let s = k.p.status();
         assert_eq!(
             (s.state, s.backlog, s.failures),
@@ -628,7 +636,7 @@ fn conflicts_with_another_writer() {
     root.write_by_hand("20", &foreign);
     let s = k.record(Change::insert(&r20));
     let evs = k.drain();
-    let kinds: Vec<ExchangeKind> = evs.iter().map(|(k, _)| *k).collect();
+    let kinds = kinds_of(&evs);
     assert_eq!(
         kinds,
         vec![
@@ -676,7 +684,7 @@ fn conflicts_with_another_writer() {
     root.write_by_hand("21", &theirs);
     let s_rm = k.record(Change::remove(&r21));
     let evs = k.drain();
-    let kinds: Vec<ExchangeKind> = evs.iter().map(|(k, _)| *k).collect();
+    let kinds = kinds_of(&evs);
     assert_eq!(
         kinds,
         vec![ExchangeKind::Write, ExchangeKind::Verify],
@@ -739,7 +747,7 @@ fn conflicts_with_another_writer() {
     fs::remove_file(root.rule_file("22")).unwrap();
     let s_rm = k.record(Change::remove(&r22));
     let evs = k.drain();
-    let kinds: Vec<ExchangeKind> = evs.iter().map(|(k, _)| *k).collect();
+    let kinds = kinds_of(&evs);
     assert_eq!(
         kinds,
         vec![ExchangeKind::Write, ExchangeKind::Verify],
@@ -792,14 +800,10 @@ fn read_only_store_then_writable() {
             }
             _ => panic!("expected verifying: {ev:?}"),
         }
-        let (kind, ev) = k.step().unwrap();
-        assert_eq!(kind, ExchangeKind::Verify);
-        let Event::Retrying { reason, in_ms } = &ev else {
-            panic!("expected a retry: {ev:?}")
-        };
+        let (reason, in_ms) = k.step_retry(ExchangeKind::Verify);
         assert!(reason.contains("rule 1"), "{reason}");
         assert!(reason.contains("read-only"), "{reason}");
-        delays.push(*in_ms);
+        delays.push(in_ms);
         let s = k.p.status();
         assert_eq!(s.state, "retrying", "{s:?}");
         assert_eq!(s.backlog, 2, "never dropped: {s:?}");
