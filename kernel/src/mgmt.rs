@@ -18,6 +18,7 @@ use core::net::SocketAddrV4;
 
 use pih_control::api::{Answer, Pending};
 use pih_control::irmin::response::{Progress as ReplyProgress, ResponseReader};
+use pih_control::irmin::EXCHANGE_TIMEOUT_NS;
 use pih_drivers::netfront_xs::Rings;
 
 /// Concurrent API connections; more wait in the peer's SYN backlog.
@@ -111,9 +112,6 @@ struct Conn {
 
 const CLIENT_RX: usize = 32768;
 const CLIENT_TX: usize = 8192;
-/// An exchange with Irmin (connect, request, whole reply) must finish
-/// within this.
-const EXCHANGE_NS: u64 = 10_000_000_000;
 /// Local ports for our connections to Irmin (rotating, so a new
 /// connection never meets the TIME-WAIT of the previous one at the server).
 const CLIENT_PORTS: core::ops::Range<u16> = 49152..65000;
@@ -279,7 +277,7 @@ impl Mgmt {
         c.request = request;
         c.sent = 0;
         c.reader = ResponseReader::new(max_body);
-        c.deadline = now_ns + EXCHANGE_NS;
+        c.deadline = now_ns + EXCHANGE_TIMEOUT_NS;
         match s.connect(self.iface.context(), remote, port) {
             Ok(()) => c.busy = true,
             Err(_) => c.outcome = Some(Exchanged::Failed("cannot open a connection")),
