@@ -36,7 +36,7 @@ tools: ## build the dom0 tools (flowgen, pihctl, irmin-graphql-double) into buil
 	@for t in $(TOOLS); do cp "$(TOOLS_SRC)/$$t" build/tools/ || exit 1; done
 	@printf 'tools: %s\n' "$$(cd build/tools && echo $(TOOLS))"
 
-run: kernel tools ## boot Xen in QEMU with br0/br1 and the bridge; leaves you at a dom0 shell
+run: kernel tools ## boot Xen in QEMU: br0/br1, test hosts, an Irmin double, the bridge with irmin=; leaves you at a dom0 shell
 	tests/xen/run.sh run
 
 test: host-test xen-test ## everything: host unit tests, then the Xen-in-QEMU scenarios

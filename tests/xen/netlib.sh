@@ -140,6 +140,16 @@ field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n1; }
 # summary OUTPUT: the summary line (ok=...) of flowgen client output.
 summary() { printf '%s\n' "$1" | grep -E '^ok=' | tail -n1; }
 
+# bridge_up [PIH_CREATE ARGS...]: hosts ext, int and mgmt, the bridge
+# created with ARGS and ready, all three vifs connected.
+bridge_up() {
+  local role
+  net_hosts_up
+  pih_create "$@"
+  expect_log "$PIH_DOM" 'ready' 60
+  for role in ext int mgmt; do wait_vif_connected "$role" 60; done
+}
+
 # nat_up [PIH_CREATE ARGS...]: hosts ext and int (plus any in NAT_ROLES),
 # the bridge created with ARGS and ready, its ext and int vifs connected,
 # and both hosts answered by the bridge's own address on their segment
@@ -223,6 +233,15 @@ irmin_cmdline() {
 
 # pihctl_json ARGS...: pihctl --json against the bridge, from pih-mgmt.
 pihctl_json() { host_exec mgmt pihctl --bridge "$BR_API" --json "$@"; }
+
+# wait_flushed TIMEOUT_S: until the bridge's persistence backlog is 0.
+wait_flushed() {
+  local end=$(( $(date +%s) + $1 ))
+  until [ "$(json_num backlog "$(pihctl_json health)")" = 0 ]; do
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 1
+  done
+}
 
 # json_num KEY JSON / json_str KEY JSON: a top-level-ish field of a JSON
 # answer (first match; enough for the bridge's flat answers).

@@ -2,12 +2,7 @@
 # bridge's addresses loses nothing.
 # timeout: 480
 . /tests/netlib.sh
-net_hosts_up
-pih_create
-expect_log "$PIH_DOM" 'ready' 60
-for role in ext int mgmt; do
-  wait_vif_connected "$role" 60
-done
+bridge_up
 for role in ext int mgmt; do
   addr=$(bridge_addr "$role")
   ping_ok "$role" "$addr" || ping_ok "$role" "$addr" || fail "$role: $addr does not answer a single ping"

@@ -41,11 +41,7 @@ stats=$(pihctl_json stats)
 irmin_start
 note "irmin started again"
 t0=$(date +%s)
-end=$((t0 + 90))
-until [ "$(json_num backlog "$(pihctl_json health)")" = 0 ]; do
-  [ "$(date +%s)" -ge "$end" ] && fail "backlog not flushed within 90 s: $(pihctl_json health)"
-  sleep 1
-done
+wait_flushed 90 || fail "backlog not flushed within 90 s: $(pihctl_json health)"
 echo "METRIC backlog_flushed_after_s $(( $(date +%s) - t0 ))"
 health=$(pihctl_json health)
 note "health after: $health"
@@ -79,9 +75,5 @@ note "health with a read-only Irmin: $health"
 [ ! -e "$IRMIN_RULES/4" ] || fail "a read-only Irmin stored rule 4?"
 irmin_stop
 irmin_start
-end=$(( $(date +%s) + 90 ))
-until [ "$(json_num backlog "$(pihctl_json health)")" = 0 ]; do
-  [ "$(date +%s)" -ge "$end" ] && fail "backlog not flushed after Irmin accepted writes again: $(pihctl_json health)"
-  sleep 1
-done
+wait_flushed 90 || fail "backlog not flushed after Irmin accepted writes again: $(pihctl_json health)"
 [ -f "$IRMIN_RULES/4" ] || fail "rule 4 is not in the store after the flush"

@@ -3,12 +3,7 @@
 # 1500-byte IP packet).
 # timeout: 240
 . /tests/netlib.sh
-net_hosts_up
-pih_create
-expect_log "$PIH_DOM" 'ready' 60
-for role in ext int mgmt; do
-  wait_vif_connected "$role" 60
-done
+bridge_up
 for role in ext int mgmt; do
   addr=$(bridge_addr "$role")
   for size in 56 1472; do

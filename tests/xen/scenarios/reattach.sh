@@ -3,12 +3,7 @@
 # throughout.
 # timeout: 300
 . /tests/netlib.sh
-net_hosts_up
-pih_create
-expect_log "$PIH_DOM" 'ready' 60
-for role in ext int mgmt; do
-  wait_vif_connected "$role" 60
-done
+bridge_up
 ping_ok int "$(bridge_addr int)" || ping_ok int "$(bridge_addr int)" || fail "int does not answer before the detach"
 domid=$(xl domid "$PIH_DOM")
 mac=$(xenstore-read "/local/domain/$domid/device/vif/1/mac") || fail "no mac for vif 1"
@@ -24,12 +19,7 @@ expect_log "$PIH_DOM" 'vif 1: (backend gone|device removed)' 30
 ping_ok int "$(bridge_addr int)" && fail "int still answers after the detach"
 note "attach vif 1 again"
 xl network-attach "$PIH_DOM" bridge=br0 mac="$mac" devid=1 || fail "xl network-attach failed"
-ok=0
-for _ in $(seq 1 60); do
-  if ping_ok int "$(bridge_addr int)"; then ok=1; break; fi
-  sleep 0.5
-done
-[ "$ok" = 1 ] || fail "int does not answer after the re-attach"
+wait_ping int "$(bridge_addr int)" 30 || fail "int does not answer after the re-attach"
 note "int answers again"
 grep -Eq 'vif 1: connected' <(tr -d '\r' < "$(console_log "$PIH_DOM")") || fail "no reconnect logged"
 wait
@@ -43,12 +33,7 @@ done
 xl network-detach "$PIH_DOM" 1 || fail "second detach failed"
 expect_log "$PIH_DOM" 'vif 1: (backend gone|device removed)' 30
 xl network-attach "$PIH_DOM" bridge=br0 mac="$mac" devid=1 || fail "second attach failed"
-ok=0
-for _ in $(seq 1 60); do
-  if ping_ok int "$(bridge_addr int)"; then ok=1; break; fi
-  sleep 0.5
-done
-[ "$ok" = 1 ] || fail "int does not answer after the second re-attach"
+wait_ping int "$(bridge_addr int)" 30 || fail "int does not answer after the second re-attach"
 log_has "$PIH_DOM" 'grants still mapped' && fail "grants were left mapped after a detach"
 true
 # Every connection holds the same number of grants: the count logged after
